@@ -1,0 +1,30 @@
+"""Custom Keras 3 layers from the CNN literature (survey sections 3.1-3.3, 3.5, 3.6).
+
+Every public class is a ``keras.layers.Layer`` written with ``keras.ops`` (RoI ops excepted:
+they wrap ``tf.image``), registered serializable under the package name ``cnn_apps``.
+"""
+
+from cnn_apps.layers.activations import *  # noqa: F401,F403
+from cnn_apps.layers.convolution import *  # noqa: F401,F403
+from cnn_apps.layers.inception import *  # noqa: F401,F403
+from cnn_apps.layers.pooling import *  # noqa: F401,F403
+from cnn_apps.layers.regularization import *  # noqa: F401,F403
+from cnn_apps.layers.roi import *  # noqa: F401,F403
+from cnn_apps.layers.sequence import *  # noqa: F401,F403
+from cnn_apps.layers.shortcuts import *  # noqa: F401,F403
+from cnn_apps.layers import (activations, convolution, inception, pooling, regularization, roi,
+                             sequence, shortcuts)
+
+_MODULES = (convolution, inception, sequence, shortcuts, pooling, activations, regularization,
+            roi)
+
+
+def list_layers():
+    """``[(name, one-line description)]`` for every public layer, initializer and helper."""
+    rows = []
+    for module in _MODULES:
+        for name in module.__all__:
+            obj = getattr(module, name)
+            doc = (obj.__doc__ or "").strip().splitlines()
+            rows.append((name, doc[0].strip() if doc else ""))
+    return rows

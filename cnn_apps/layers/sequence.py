@@ -1,0 +1,3 @@
+"""Placeholder module: filled in by the layer-library work."""
+
+__all__ = []
