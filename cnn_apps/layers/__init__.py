@@ -7,16 +7,17 @@ they wrap ``tf.image``), registered serializable under the package name ``cnn_ap
 from cnn_apps.layers.activations import *  # noqa: F401,F403
 from cnn_apps.layers.convolution import *  # noqa: F401,F403
 from cnn_apps.layers.inception import *  # noqa: F401,F403
+from cnn_apps.layers.margin import *  # noqa: F401,F403
 from cnn_apps.layers.pooling import *  # noqa: F401,F403
 from cnn_apps.layers.regularization import *  # noqa: F401,F403
 from cnn_apps.layers.roi import *  # noqa: F401,F403
 from cnn_apps.layers.sequence import *  # noqa: F401,F403
 from cnn_apps.layers.shortcuts import *  # noqa: F401,F403
-from cnn_apps.layers import (activations, convolution, inception, pooling, regularization, roi,
-                             sequence, shortcuts)
+from cnn_apps.layers import (activations, convolution, inception, margin, pooling,
+                             regularization, roi, sequence, shortcuts)
 
 _MODULES = (convolution, inception, sequence, shortcuts, pooling, activations, regularization,
-            roi)
+            margin, roi)
 
 
 def list_layers():
