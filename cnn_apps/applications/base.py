@@ -1,0 +1,61 @@
+"""The ``Task`` contract every application family implements (keras-hub's Task, simplified).
+
+The training core (``cnn_apps.training.fit.train``), the CLI and the exporter talk to tasks
+only through these methods, so a new family plugs in by subclassing and registering.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class Task(ABC):
+    """One application family: data, model, loss, evaluation, prediction and serving."""
+
+    name: str = ""
+    description: str = ""
+    #: metric the best checkpoint and early stopping follow, and its direction.
+    monitor: tuple = ("val_loss", "min")
+
+    @abstractmethod
+    def train_dataset(self, config):
+        """Batched training ``tf.data.Dataset`` of ``(inputs, targets)``."""
+
+    @abstractmethod
+    def eval_dataset(self, config, split: str = "val"):
+        """Batched evaluation dataset for ``split`` (``val`` or ``test``)."""
+
+    @abstractmethod
+    def build_model(self, config):
+        """A compiled-ready ``keras.Model`` (raw inputs in, dict of named outputs out)."""
+
+    @abstractmethod
+    def loss(self, config):
+        """The Keras loss (or dict of losses keyed by output name)."""
+
+    def metrics(self, config):
+        return None
+
+    def backbone_layer_name(self) -> str | None:
+        """Name of the nested backbone model (frozen during fine-tuning), if any."""
+        return "backbone"
+
+    @abstractmethod
+    def evaluate(self, model, config, split: str = "test", run_dir=None) -> dict:
+        """The field's metric on ``split``; may write plots into ``run_dir``."""
+
+    @abstractmethod
+    def predict(self, model, inputs, config) -> list:
+        """Structured predictions (JSON-serializable dicts) for raw inputs."""
+
+    def model_info(self, config) -> dict:
+        """Metadata saved next to the model (class names, input size) for predict/export."""
+        return {"task": self.name}
+
+    @abstractmethod
+    def serving_endpoints(self, model, info: dict) -> dict:
+        """``{signature name: tf.function with an input_signature}`` for the SavedModel."""
+
+    @abstractmethod
+    def example_inputs(self, info: dict, batch_size: int = 2):
+        """A numpy batch the model accepts (used for export parity checks)."""

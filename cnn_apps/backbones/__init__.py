@@ -1,0 +1,9 @@
+"""Backbone registry: ``create(name, ...)``, ``list_backbones()``, ``register_backbone``."""
+
+from cnn_apps.backbones.preprocessing import ImagePreprocessing
+from cnn_apps.backbones.registry import (BackboneGraph, BackboneSpec, create, get_spec,
+                                         global_pool_head, list_backbones, load_weights_file,
+                                         register_backbone)
+
+__all__ = ["BackboneGraph", "BackboneSpec", "ImagePreprocessing", "create", "get_spec",
+           "global_pool_head", "list_backbones", "load_weights_file", "register_backbone"]
