@@ -1,1 +1,7 @@
-"""cnn_apps.ops."""
+"""cnn_apps.ops: pure tensor functions shared by task pipelines (boxes, anchors, NMS)."""
+
+from cnn_apps.ops.anchors import *  # noqa: F401,F403
+from cnn_apps.ops.boxes import *  # noqa: F401,F403
+from cnn_apps.ops import anchors, boxes
+
+__all__ = list(anchors.__all__) + list(boxes.__all__)
