@@ -135,7 +135,8 @@ def center_size_to_yxyx(boxes):
 def _check_variances(variances):
     v = tuple(float(x) for x in variances)
     if len(v) != 4 or min(v) <= 0:
-        raise ValueError(f"`variances` must be 4 positive numbers (vy, vx, vh, vw); got {variances}.")
+        raise ValueError(f"`variances` must be 4 positive numbers (vy, vx, vh, vw); got "
+                         f"{variances}.")
     return v
 
 
