@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
@@ -87,7 +88,17 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from None
-    return key, value
+    return key, _number_or_value(value)
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _number_or_value(value):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; users mean a number."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def load_config(task: str, config_file: str | Path | None = None,
@@ -100,7 +111,7 @@ def load_config(task: str, config_file: str | Path | None = None,
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist")
         try:
-            user = yaml.safe_load(path.read_text()) or {}
+            user = _numbers_in(yaml.safe_load(path.read_text()) or {})
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
         if not isinstance(user, dict):
@@ -111,6 +122,14 @@ def load_config(task: str, config_file: str | Path | None = None,
         key, value = parse_override(text)
         _set(config, key, value, base, "the command line")
     return config
+
+
+def _numbers_in(node):
+    if isinstance(node, dict):
+        return {k: _numbers_in(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_numbers_in(v) for v in node]
+    return _number_or_value(node)
 
 
 def save_config(config: dict, path: str | Path) -> None:

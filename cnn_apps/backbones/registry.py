@@ -12,6 +12,7 @@ levels they have). ``create`` turns that graph into one of three models:
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -140,7 +141,11 @@ def load_weights_file(model, path) -> None:
             source = _find_submodel(source, model)
             copy_weights(source, model, str(path))
         else:
-            model.load_weights(str(path))
+            # Keras only warns when parts of the file do not fit and keeps fresh weights
+            # there; a silently half-loaded backbone is worse than an error.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)
+                model.load_weights(str(path))
     except WeightsError:
         raise
     except Exception as exc:  # Keras raises ValueError/KeyError/OSError variants here

@@ -59,7 +59,11 @@ def export_saved_model(model, base_dir, endpoints: dict, version: int | None = N
 
 def export_onnx(model, path) -> Path:
     """ONNX through tf2onnx (``model.export(format="onnx")``), written atomically."""
+    import numpy as np
+
     path = Path(path)
+    # The ONNX exporter traces the model's call; a freshly loaded model has not been called.
+    model(np.zeros((1, *model.inputs[0].shape[1:]), dtype="float32"), training=False)
     with atomic_path(path) as tmp:
         model.export(str(tmp), format="onnx", verbose=False)
     return path

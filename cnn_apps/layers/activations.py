@@ -302,14 +302,14 @@ _FACTORIES = {
 ACTIVATIONS = tuple(_FACTORIES)
 
 
-def get_activation(name, **kwargs):
+def get_activation(name, /, **kwargs):
     """Return a new activation layer by name (survey S0 §3.3; SEED_CHECKLIST §5).
 
     ``name`` is one of :data:`ACTIVATIONS`: ``relu``, ``leaky_relu`` (Maas et al.; keyword
     ``negative_slope``), ``prelu`` (:class:`ChannelPReLU`, per channel), ``rrelu``
     (:class:`RReLU`), ``elu`` (keyword ``alpha``), ``maxout`` / ``probout`` (keyword
     ``num_units`` required), ``tanh``, ``sigmoid``, ``linear``. Keyword arguments go to the
-    layer's constructor (``name=...`` included).
+    layer's constructor (``name`` is positional-only, so ``name="act1"`` names the layer).
 
     Example:
         >>> get_activation("leaky_relu", negative_slope=0.1)

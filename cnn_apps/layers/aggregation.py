@@ -82,25 +82,40 @@ class SpatialPyramidPooling2D(keras.layers.Layer):
         total = None if channels is None else channels * sum(b * b for b in self.bins)
         return (input_shape[0], total)
 
-    def _level(self, x, b, height, width, reduce):
-        static = isinstance(height, int) and isinstance(width, int)
-        if static and height % b == 0 and width % b == 0:
-            # Equal bins: one reshape and one reduction instead of b² slices.
+    def _grid(self, x, b, height, width, reduce):
+        """(B, b, b, C): the level-b bins pooled directly from the map."""
+        if isinstance(height, int) and isinstance(width, int) and not (height % b or width % b):
+            # Equal bins: one reshape and one reduction.
             grid = ops.reshape(x, (-1, b, height // b, b, width // b, x.shape[-1]))
-            return ops.reshape(reduce(grid, axis=(2, 4)), (-1, b * b * x.shape[-1]))
-        cells = []
-        for i in range(b):
-            top, bottom = (i * height) // b, ((i + 1) * height + b - 1) // b
-            for j in range(b):
-                left, right = (j * width) // b, ((j + 1) * width + b - 1) // b
-                cells.append(reduce(x[:, top:bottom, left:right, :], axis=(1, 2)))
-        return ops.concatenate(cells, axis=-1)
+            return reduce(grid, axis=(2, 4))
+        # Uneven bins: the max (mean) over a rectangle is the max (mean) over its rows of the
+        # per-row max (mean) over its columns, so 2b slices replace b² (means stay exact:
+        # every row of a bin has the same number of columns).
+        columns = ops.stack([reduce(x[:, :, (j * width) // b:((j + 1) * width + b - 1) // b, :],
+                                    axis=2) for j in range(b)], axis=2)          # (B, H, b, C)
+        return ops.stack([reduce(columns[:, (i * height) // b:((i + 1) * height + b - 1) // b],
+                                 axis=1) for i in range(b)], axis=1)
 
     def call(self, inputs):
         x = _channels_last(ops.cast(inputs, self.compute_dtype), self.data_format)
         shape = ops.shape(x)
+        height, width, channels = shape[1], shape[2], x.shape[-1]
         reduce = ops.max if self.mode == "max" else ops.mean
-        levels = [self._level(x, b, shape[1], shape[2], reduce) for b in self.bins]
+        # Bin i of level b is exactly the union of bins m·i .. m·i+m−1 of level m·b (the
+        # floor/ceil edges coincide), so a coarser max level is read off a finer grid instead
+        # of the whole map. Means may reuse a grid only when its bins are equal-sized.
+        equal = isinstance(height, int) and isinstance(width, int)
+        grids = {}
+        for b in sorted(set(self.bins), reverse=True):
+            finer = [f for f in grids if f % b == 0 and (
+                self.mode == "max" or (equal and not (height % f or width % f)))]
+            if finer:
+                f = min(finer)
+                grid = ops.reshape(grids[f], (-1, b, f // b, b, f // b, channels))
+                grids[b] = reduce(grid, axis=(2, 4))
+            else:
+                grids[b] = self._grid(x, b, height, width, reduce)
+        levels = [ops.reshape(grids[b], (-1, b * b * channels)) for b in self.bins]
         return ops.concatenate(levels, axis=-1) if len(levels) > 1 else levels[0]
 
     def get_config(self):

@@ -81,8 +81,10 @@ def _axis_geometry(size, pool, stride, padding):
 def _extract_windows(x, pool_size, strides, padding):
     """``(B, H, W, C) -> (B, Ho, Wo, ph*pw, C)``: each pooling window, row-major, zero padded.
 
-    Strided slices work with dynamic H, W (TF) and keep every window's values in one axis,
-    which Lp and stochastic pooling need (a per-window max / a per-window categorical draw).
+    Works with dynamic H, W (TF). Non-overlapping windows (strides == pool_size, the default)
+    take one reshape + transpose; other strides gather the ph·pw strided slices. Lp and
+    stochastic pooling need every window's values on one axis (a per-window max / a
+    per-window categorical draw), which the built-in pooling ops do not give.
     """
     (ph, pw), (sh, sw) = pool_size, strides
     shape = ops.shape(x)
@@ -90,6 +92,12 @@ def _extract_windows(x, pool_size, strides, padding):
     out_w, left, right = _axis_geometry(shape[2], pw, sw, padding)
     if padding == "same":
         x = ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+    channels = x.shape[-1]
+    if (ph, pw) == (sh, sw):
+        x = x[:, :out_h * ph, :out_w * pw, :]
+        x = ops.reshape(x, (-1, out_h, ph, out_w, pw, channels))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(x, (-1, out_h, out_w, ph * pw, channels))
     windows = [x[:, i:i + (out_h - 1) * sh + 1:sh, j:j + (out_w - 1) * sw + 1:sw, :]
                for i in range(ph) for j in range(pw)]
     return ops.stack(windows, axis=3)
@@ -174,13 +182,14 @@ class LpPooling2D(_WindowPooling2D):
 
     def _pool(self, x, training):
         windows = _extract_windows(ops.abs(x), self.pool_size, self.strides, self.padding)
+        # y = s·(Σ (|a|/s)^p)^(1/p) for any s > 0; s = the window max keeps the powers in
+        # [0, 1], and holding it out of the gradient changes nothing (y does not depend on s).
         peak = ops.stop_gradient(ops.max(windows, axis=3))
-        nonzero = peak > 0
-        scale = ops.where(nonzero, peak, ops.ones_like(peak))
+        scale = ops.where(peak > 0, peak, ops.ones_like(peak))
         total = ops.sum(ops.power(windows / ops.expand_dims(scale, 3), self.p), axis=3)
-        # ``total`` >= 1 wherever the window is non-zero; the guard keeps pow's gradient finite.
-        total = ops.where(nonzero, total, ops.ones_like(total))
-        return ops.where(nonzero, scale * ops.power(total, 1.0 / self.p), ops.zeros_like(total))
+        # total >= 1 in a non-zero window (its max contributes exactly 1), so the 0.5 floor acts
+        # only on all-zero windows (y = 0·0.5^(1/p), finite pow gradient) and never ties.
+        return peak * ops.power(ops.maximum(total, 0.5), 1.0 / self.p)
 
     def get_config(self):
         return {**super().get_config(), "p": self.p}

@@ -106,8 +106,11 @@ def _callbacks(model_path, run_dir, config, epochs, base_lr, monitor, backup_nam
 
 
 def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | None = None,
-          export: bool = True) -> RunResult:
-    """Train ``task`` (a ``Task`` or its name) with the resolved ``config``; see module doc."""
+          export: bool = True, extra_callbacks=()) -> RunResult:
+    """Train ``task`` (a ``Task`` or its name) with the resolved ``config``; see module doc.
+
+    ``extra_callbacks`` are added to every ``fit`` phase (e.g. a user's own logger).
+    """
     import keras
 
     from cnn_apps.applications import get_task
@@ -155,18 +158,20 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
             else:
                 backbone.trainable = False
                 compile_model(base_lr)
-                model.fit(train_ds, validation_data=val_ds, epochs=freeze_epochs,
+                model.fit(train_ds, validation_data=val_ds, epochs=freeze_epochs, shuffle=False,
                           verbose=verbose,
                           callbacks=_callbacks(model_path, run_dir, config, epochs, base_lr,
-                                               task.monitor, "backup_frozen"))
+                                               task.monitor, "backup_frozen")
+                          + list(extra_callbacks))
                 model.save_weights(str(phase1_weights))
             backbone.trainable = True
             base_lr *= float(config.get("finetune_lr_factor", 0.1))
         compile_model(base_lr)
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=freeze_epochs,
+                  shuffle=False,
                   verbose=verbose,
                   callbacks=_callbacks(model_path, run_dir, config, epochs, base_lr,
-                                       task.monitor, "backup"))
+                                       task.monitor, "backup") + list(extra_callbacks))
 
     if model_path.exists():
         model = keras.saving.load_model(model_path, safe_mode=True)
