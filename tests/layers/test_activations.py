@@ -153,6 +153,11 @@ def test_get_activation_numerics_against_numpy():
                                    err_msg=name)
 
 
+def test_get_activation_passes_layer_name_and_dtype():
+    layer = get_activation("rrelu", name="act1", dtype="float64")
+    assert layer.name == "act1" and layer.compute_dtype == "float64"
+
+
 def test_get_activation_errors():
     with pytest.raises(ValueError, match="relu.*leaky_relu.*prelu"):
         get_activation("swishy")
