@@ -248,7 +248,15 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate,
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # key=value overrides may come after options (`train TASK --runs r epochs=3`); argparse
+    # leaves such late positionals unparsed, so collect them here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from cnn_apps.errors import CnnAppsError
 

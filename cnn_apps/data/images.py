@@ -63,23 +63,26 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 def split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int = 0):
-    """Fixed stratified train/val/test split (the same for every run with this seed)."""
-    from sklearn.model_selection import train_test_split
+    """Fixed stratified train/val/test split (the same for every run with this seed).
 
+    Per class: ``round(fraction * n)`` examples (at least one when the fraction is non-zero)
+    go to test and to validation; the class needs at least one training example left.
+    """
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
             raise DataError(f"data.{name} must be in [0, 1), got {value}")
-    index = np.arange(len(labels))
-    if test_fraction > 0:
-        rest, test = train_test_split(index, test_size=test_fraction, random_state=seed,
-                                      stratify=labels)
-    else:
-        rest, test = index, index[:0]
-    if val_fraction > 0:
-        train, val = train_test_split(rest, test_size=val_fraction / (1.0 - test_fraction),
-                                      random_state=seed, stratify=labels[rest])
-    else:
-        train, val = rest, rest[:0]
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    for label in np.unique(labels):
+        index = rng.permutation(np.flatnonzero(labels == label))
+        n_test = max(1, round(test_fraction * len(index))) if test_fraction else 0
+        n_val = max(1, round(val_fraction * len(index))) if val_fraction else 0
+        if len(index) <= n_test + n_val:
+            raise DataError(f"class {label} has {len(index)} examples: too few for a split with "
+                            f"val_fraction={val_fraction}, test_fraction={test_fraction}")
+        test.extend(index[:n_test])
+        val.extend(index[n_test:n_test + n_val])
+        train.extend(index[n_test + n_val:])
     return np.sort(train), np.sort(val), np.sort(test)
 
 
@@ -166,9 +169,6 @@ def load_image_folder(data_cfg: dict) -> ImageSplits:
     size = tuple(data_cfg.get("image_size", (32, 32)))
     images = _resize([read_image(path, channels) for path, _ in items], size, channels)
     labels = np.array([label for _, label in items], dtype=np.int32)
-    if min(np.bincount(labels)) < 3:
-        raise DataError(f"image folder '{data_cfg.get('path')}': every class needs at least 3 "
-                        "images for a train/val/test split")
     return _splits(images, labels, names, data_cfg, {"source": str(data_cfg.get("path"))})
 
 

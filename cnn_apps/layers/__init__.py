@@ -1,7 +1,8 @@
 """Custom Keras 3 layers from the CNN literature (survey sections 3.1-3.3, 3.5, 3.6).
 
-Every public class is a ``keras.layers.Layer`` written with ``keras.ops`` (RoI ops excepted:
-they wrap ``tf.image``), registered serializable under the package name ``cnn_apps``.
+Every public class is a ``keras.layers.Layer`` written with ``keras.ops`` (so it runs on the
+TensorFlow and JAX backends and compiles with XLA), registered serializable under the package
+name ``cnn_apps``. ``list_layers()`` gives one line per public name.
 """
 
 from cnn_apps.layers.activations import *  # noqa: F401,F403

@@ -22,7 +22,7 @@ def test_run_folder_holds_everything(trained_run):
     assert (run / "logs").is_dir()                      # TensorBoard
     assert not (run / "backup").exists()                # BackupAndRestore cleans up at the end
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["split"] == "test" and metrics["num_examples"] == 360
+    assert metrics["split"] == "test" and metrics["num_examples"] == 359
     assert metrics["epochs_run"] == 2
     rows = list(csv.DictReader(open(run / "history.csv")))
     assert len(rows) == 2 and {"loss", "val_loss", "top1", "learning_rate"} <= set(rows[0])
@@ -49,7 +49,7 @@ def test_digits_split_is_fixed_and_stratified():
     a = load_digits({"image_size": [32, 32], "channels": 1})
     b = load_digits({"image_size": [32, 32], "channels": 1})
     np.testing.assert_array_equal(a.y_test, b.y_test)
-    assert (len(a.y_train), len(a.y_val), len(a.y_test)) == (1257, 180, 360)
+    assert (len(a.y_train), len(a.y_val), len(a.y_test)) == (1259, 179, 359)
     assert a.x_train.shape[1:] == (32, 32, 1) and a.x_train.dtype == np.uint8
     assert np.bincount(a.y_test).min() >= 35            # every digit is in the test split
 
