@@ -1,0 +1,1 @@
+"""Backbone module (being filled in by the backbone-zoo work)."""
