@@ -36,6 +36,16 @@ class Task(ABC):
     def metrics(self, config):
         return None
 
+    def compile_model(self, model, config, learning_rate: float) -> None:
+        """Compile ``model`` for training at ``learning_rate``. The default uses
+        ``loss``/``metrics`` with the configured optimizer; a task with a custom
+        ``train_step`` (e.g. a GAN with two optimizers) overrides this."""
+        from cnn_apps.training.fit import make_optimizer
+
+        model.compile(optimizer=make_optimizer({**config, "learning_rate": learning_rate}),
+                      loss=self.loss(config), metrics=self.metrics(config),
+                      jit_compile=bool(config.get("jit_compile", False)))
+
     def backbone_layer_name(self) -> str | None:
         """Name of the nested backbone model (frozen during fine-tuning), if any."""
         return "backbone"

@@ -147,9 +147,7 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
         backbone = _backbone(model, task) if freeze_epochs else None
 
         def compile_model(lr):
-            model.compile(optimizer=make_optimizer({**config, "learning_rate": lr}),
-                          loss=task.loss(config), metrics=task.metrics(config),
-                          jit_compile=bool(config.get("jit_compile", False)))
+            task.compile_model(model, config, lr)
 
         if freeze_epochs:
             phase1_weights = run_dir / _PHASE1_DONE
