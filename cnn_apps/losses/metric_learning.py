@@ -295,7 +295,7 @@ class TripletLoss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="cnn_apps")
 class CoupledClustersLoss(keras.losses.Loss):
-    """Coupled clusters loss: a class's samples are pulled to their centre, past its nearest negative.
+    """Coupled clusters loss: pull each class to its centre, past the negative nearest to it.
 
     Survey S0 §3.4.4 (Liu et al.; SEED_CHECKLIST LS-09). For every class c in the batch with
     at least two members (the positive set), with centre c_p = mean of its embeddings and z_*
