@@ -12,6 +12,12 @@ TASKS = {
     "classification": ("cnn_apps.applications.classification", "TASK",
                        "backbone + GAP + softmax or HD-CNN coarse-to-fine head; top-1/top-5",
                        "ready"),
+    "generative": ("cnn_apps.applications.generative", "TASK",
+                   "convolutional VAE/CVAE and DCGAN/CGAN on digits; ELBO, sample grids",
+                   "ready"),
+    "metric_learning": ("cnn_apps.applications.metric_learning", "TASK",
+                        "Siamese/triplet embeddings on any backbone; recall@1, ROC AUC",
+                        "ready"),
 }
 
 #: families in the design that are not built yet (shown by `cnn-apps list tasks`)
@@ -25,8 +31,6 @@ PLANNED = {
     "action": "C3D, two-stream, fusion, CNN+LSTM; clip accuracy",
     "speech": "CNN ASR with CTC, WaveNet; WER/CER, NLL",
     "nlp": "Kim CNN, DCNN, gated CNN LM, char-CNN, VDCNN; accuracy, perplexity",
-    "metric_learning": "Siamese/triplet embeddings; recall@1, ROC AUC",
-    "generative": "VAE/CVAE, DCGAN/CGAN; ELBO, sample grids",
 }
 
 
