@@ -7,8 +7,6 @@ hard-assignment helpers ``vlad_encode`` and ``fit_vlad_centers``.
 The names are re-exported by ``cnn_apps.layers.pooling``.
 """
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
@@ -46,7 +44,9 @@ class SpatialPyramidPooling2D(keras.layers.Layer):
     The output has length C·Σ b² whatever H and W are, ordered level by level, bins row-major,
     channels innermost. Inputs may have a dynamic spatial size (``Input((None, None, C))``);
     maps smaller than the largest bin still work (neighbouring bins then share pixels).
-    Training and inference are identical.
+    Training and inference are identical. Speed: max levels are read off the finest grid;
+    uneven bins (H or W not divisible by b) take 2b slice reductions, ~5× slower than
+    ``GlobalMaxPooling2D`` on TF CPU without XLA and on par with ``jit_compile=True``.
 
     Args:
         bins: pyramid levels, positive ints, e.g. (1, 2, 4) → 21 bins.
@@ -55,7 +55,7 @@ class SpatialPyramidPooling2D(keras.layers.Layer):
 
     Example:
         >>> x = keras.random.normal((2, 13, 9, 8))
-        >>> SpatialPyramidPooling2D(bins=(1, 2, 4))(x).shape      # 8 · (1 + 4 + 16)
+        >>> tuple(SpatialPyramidPooling2D(bins=(1, 2, 4))(x).shape)   # 8 · (1 + 4 + 16)
         (2, 168)
     """
 
@@ -138,7 +138,9 @@ class VLADPooling(keras.layers.Layer):
         v        = vec(V) / ‖vec(V)‖                      (L2 normalization), length K·D
     Training and inference are identical. ``set_centers`` loads k-means centres with the
     NetVLAD initialization w_k = 2α·c_k, b_k = −α‖c_k‖², which tends to hard-assignment VLAD
-    (``vlad_encode``) as α grows.
+    (``vlad_encode``) as α grows. Speed: a 1×1 conv to K logits, a softmax and a (K×N)·(N×D)
+    product are about 2K times the work of an average, so it runs ~8-15× slower than
+    ``GlobalAveragePooling2D`` (its benchmark peer) for K = 8.
 
     Args:
         num_clusters: K, a positive int.
@@ -148,7 +150,7 @@ class VLADPooling(keras.layers.Layer):
 
     Example:
         >>> x = keras.random.normal((2, 7, 7, 16))
-        >>> VLADPooling(num_clusters=8)(x).shape
+        >>> tuple(VLADPooling(num_clusters=8)(x).shape)
         (2, 128)
     """
 
@@ -228,7 +230,9 @@ class BilinearPooling(keras.layers.Layer):
     The outer products are *averaged* over locations; because the signed square root is
     positively homogeneous and the L2 normalization removes scale, summing instead gives the
     same output (up to ε) while averaging keeps intermediate values independent of H·W. ε keeps
-    the square root's gradient finite at 0. Training and inference are identical.
+    the square root's gradient finite at 0. Training and inference are identical. Speed: a
+    Cₐ×C_b outer product per location is Cₐ·C_b/C times the work of an average, hence
+    ~2.5-5× ``GlobalAveragePooling2D`` at C = 16.
 
     Args:
         epsilon: the ε above.
@@ -236,7 +240,7 @@ class BilinearPooling(keras.layers.Layer):
 
     Example:
         >>> a, b = keras.random.normal((2, 7, 7, 8)), keras.random.normal((2, 7, 7, 4))
-        >>> BilinearPooling()([a, b]).shape
+        >>> tuple(BilinearPooling()([a, b]).shape)
         (2, 32)
     """
 

@@ -118,6 +118,7 @@ def test_lp_pooling_p1_is_sum_pooling_and_large_p_tends_to_max():
 def test_lp_pooling_gradient_finite_at_zero_and_analytic():
     x = _uniform((1, 4, 4, 2))
     x[0, :2, :2, 0] = 0.0                      # one all-zero window
+    x[0, 2:, :2, 1] = [[0.0, 0.0], [0.7, 0.0]]  # one window with a single non-zero value
     layer = P.LpPooling2D(p=3)
     grad = _input_grad(layer, x)
     assert np.all(np.isfinite(grad))
@@ -273,9 +274,11 @@ def test_spp_matches_numpy_loop_for_two_sizes_in_one_model(mode, reduce):
         y = _np(model(x))
         assert y.shape == (2, 63)
         np.testing.assert_allclose(y, _np_spp(x, (1, 2, 4), reduce), rtol=1e-5, atol=1e-6)
-    x = _uniform((2, 12, 12, 3))                # static shape: the reshape fast path
-    np.testing.assert_allclose(_np(P.SpatialPyramidPooling2D((1, 2, 4), mode)(x)),
-                               _np_spp(x, (1, 2, 4), reduce), rtol=1e-5, atol=1e-6)
+    # Static shapes: equal bins (reshape path, grids reused) and uneven nested bins.
+    for size, bins in (((12, 12), (1, 2, 4)), ((13, 11), (6, 1, 3))):
+        x = _uniform((2, *size, 3))
+        np.testing.assert_allclose(_np(P.SpatialPyramidPooling2D(bins, mode)(x)),
+                                   _np_spp(x, bins, reduce), rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- VLAD / MOP
@@ -406,6 +409,11 @@ def test_dynamic_kmax_pooling_two_lengths_through_one_model():
         k = max(3, math.ceil((3 - 1) / 3 * length))          # 5 and 9
         x = _uniform((2, length, 3))
         np.testing.assert_array_equal(_np(model(x)), _np_kmax(x, k))
+    short = _uniform((2, 2, 3))                 # s = 2 < k = k_top = 3: whole, zero-padded
+    y = _np(model(short))
+    assert y.shape == (2, 3, 3)
+    np.testing.assert_array_equal(y[:, :2], short)
+    np.testing.assert_array_equal(y[:, 2], 0.0)
     top = P.DynamicKMaxPooling1D(k_top=3, layer_index=3, num_layers=3)
     assert top.compute_output_shape((None, 13, 3)) == (None, 3, 3)
 
