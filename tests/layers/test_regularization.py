@@ -207,7 +207,8 @@ def test_lrn_contract_and_matches_numpy_loop():
 
 
 @pytest.mark.parametrize("r,k,alpha,beta", [(2, 2.0, 1e-2, 0.75), (1, 1.0, 0.5, 0.5),
-                                            (0, 1.5, 0.1, 1.0), (4, 2.0, 1e-3, 0.75)])
+                                            (0, 1.5, 0.1, 1.0), (4, 2.0, 1e-3, 0.75),
+                                            (1, 1.0, 0.3, 0.6)])
 def test_lrn_numpy_loop_large_inputs(r, k, alpha, beta):
     x = random_inputs([(2, 3, 3, 6)], low=-20, high=20)[0]
     y = _np(LocalResponseNormalization(r, k, alpha, beta)(x))
