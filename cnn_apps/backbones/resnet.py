@@ -1,9 +1,15 @@
-"""ResNet-18 (He et al. 2016; survey S0 §3.6 and §4, SEED_CHECKLIST AR-11, S-03).
+"""ResNet-18 and ResNet-34 (He et al. 2016; survey S0 §3.6.5, SEED_CHECKLIST AR-11, S-03).
 
-Own implementation with basic blocks: 7×7/2 conv stem + 3×3/2 max-pool, four stages of two
-basic blocks (two 3×3 convs with BN) with 64/128/256/512 filters, projection shortcuts (1×1 conv
-+ BN) where the shape changes, then global average pooling + FC. 11,689,512 parameters at 1000
-classes (torchvision's figure for the same architecture).
+Own implementation with basic blocks: 7×7/2 conv stem + 3×3/2 max-pool, four stages of basic
+blocks (two 3×3 convs with BN; 2-2-2-2 blocks for ResNet-18, 3-4-6-3 for ResNet-34) with
+64/128/256/512 filters, projection shortcuts (1×1 conv + BN, "option B") where the shape
+changes, then global average pooling + FC. At 1000 classes: 11,689,512 (ResNet-18) and
+21,797,672 (ResNet-34) trainable parameters, torchvision's figures for the same architectures.
+Feature levels P2..P5 are the outputs of the four stages (strides 4, 8, 16, 32).
+
+Example:
+    >>> model = create("resnet34", num_classes=10)         # 224×224 input, GAP + FC head
+    >>> pyramid = create("resnet34", features_only=True)   # {"P2": ..., "P5": ...}
 """
 
 import keras
@@ -32,6 +38,8 @@ def _basic_block(x, filters, strides, name):
 def basic_resnet(inputs, blocks_per_stage, width=64, stem="imagenet"):
     """A basic-block ResNet graph; ``stem="imagenet"`` (7×7/2 + max-pool) or ``"small"``
     (3×3/1 conv, no pool: for 32×32 inputs, as in the CIFAR ResNets)."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"resnet: width must be a positive integer, got {width!r}")
     if stem == "imagenet":
         x = keras.layers.Conv2D(width, 7, strides=2, padding="same", use_bias=False,
                                 name="stem_conv")(inputs)
@@ -62,3 +70,9 @@ def basic_resnet(inputs, blocks_per_stage, width=64, stem="imagenet"):
                    description="ResNet-18, own implementation (basic blocks; 11.7M params)")
 def resnet18(inputs, imagenet=False, width=64, stem="imagenet"):
     return basic_resnet(inputs, (2, 2, 2, 2), width=width, stem=stem)
+
+
+@register_backbone("resnet34", default_input_shape=(224, 224, 3), head=global_pool_head,
+                   description="ResNet-34, own implementation (basic blocks 3-4-6-3; 21.8M params)")
+def resnet34(inputs, imagenet=False, width=64, stem="imagenet"):
+    return basic_resnet(inputs, (3, 4, 6, 3), width=width, stem=stem)
