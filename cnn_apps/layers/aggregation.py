@@ -348,14 +348,19 @@ def _patch_starts(size, patch, stride):
 
 
 def _describe(backbone, batch, batch_size):
-    """Backbone activations of an image batch as (N, D) vectors (maps are average-pooled)."""
-    target = backbone.input_shape[1:3]
-    if None not in target and tuple(batch.shape[1:3]) != tuple(target):
-        batch = keras.ops.convert_to_numpy(ops.image.resize(batch, target))
-    features = np.asarray(backbone.predict(batch, batch_size=batch_size, verbose=0))
-    if features.ndim > 2:
-        features = features.reshape(len(features), -1, features.shape[-1]).mean(axis=1)
-    return features.astype("float32")
+    """Backbone activations of an image batch as (N, D) vectors (maps are average-pooled).
+
+    Resizes and predicts chunk by chunk, so memory stays bounded by ``batch_size`` images.
+    """
+    target = tuple(backbone.input_shape[1:3])
+    chunks = []
+    for start in range(0, len(batch), batch_size):
+        chunk = batch[start:start + batch_size]
+        if None not in target and tuple(chunk.shape[1:3]) != target:
+            chunk = keras.ops.convert_to_numpy(ops.image.resize(chunk, target))
+        features = np.asarray(backbone.predict_on_batch(chunk))
+        chunks.append(features.reshape(len(features), -1, features.shape[-1]).mean(axis=1))
+    return np.concatenate(chunks).astype("float32")
 
 
 def multiscale_orderless_features(backbone, images, scales=(1.0, 0.5, 0.25), centers=None,
@@ -407,19 +412,19 @@ def multiscale_orderless_features(backbone, images, scales=(1.0, 0.5, 0.25), cen
     if centers is not None and len(centers) != len(scales) - 1:
         raise ValueError(f"multiscale_orderless_features: `centers` needs one (K, D) array per "
                          f"patch level ({len(scales) - 1}), got {len(centers)}.")
-    count, height, width = images.shape[:3]
+    height, width = images.shape[1:3]
     levels = [_describe(backbone, images, batch_size)]
     fitted = []
     for level, scale in enumerate(scales[1:]):
         side = max(1, int(round(scale * min(height, width))))
         stride = max(1, int(round(side * stride_fraction)))
-        patches = np.stack([images[:, top:top + side, left:left + side, :]
-                            for top in _patch_starts(height, side, stride)
-                            for left in _patch_starts(width, side, stride)], axis=1)
-        per_image = patches.shape[1]
-        vectors = _describe(backbone, patches.reshape(-1, side, side, images.shape[3]),
-                            batch_size).reshape(count, per_image, -1)
-        level_centers = (fit_vlad_centers(vectors.reshape(-1, vectors.shape[-1]), num_clusters,
+        corners = [(top, left) for top in _patch_starts(height, side, stride)
+                   for left in _patch_starts(width, side, stride)]
+        # One image at a time: all patches of all images at once would not fit in memory.
+        vectors = [_describe(backbone, np.stack([image[top:top + side, left:left + side]
+                                                 for top, left in corners]), batch_size)
+                   for image in images]
+        level_centers = (fit_vlad_centers(np.concatenate(vectors), num_clusters,
                                           lloyd_iterations, seed)
                          if centers is None else np.asarray(centers[level], "float32"))
         fitted.append(level_centers)
