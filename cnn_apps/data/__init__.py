@@ -13,6 +13,8 @@ def list_datasets():
                                "(detection)"))
     except ImportError:
         pass
+    rows.append(("lfw_subset", "scikit-image's 100 LFW face crops + 100 non-face patches, "
+                               "25x25 grey (metric learning)"))
     rows += [("coco", "COCO JSON boxes/keypoints (detection, pose)"),
              ("voc", "Pascal VOC XML boxes (detection)")]
     return rows
