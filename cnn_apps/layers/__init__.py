@@ -23,10 +23,13 @@ _MODULES = (convolution, inception, sequence, shortcuts, pooling, activations, r
 
 def list_layers():
     """``[(name, one-line description)]`` for every public layer, initializer and helper."""
+
     rows = []
     for module in _MODULES:
         for name in module.__all__:
             obj = getattr(module, name)
+            if not callable(obj) or isinstance(obj, (tuple, list, dict)):
+                continue  # constants such as ACTIVATIONS are not layers
             doc = (obj.__doc__ or "").strip().splitlines()
             rows.append((name, doc[0].strip() if doc else ""))
     return rows
