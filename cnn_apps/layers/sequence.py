@@ -41,15 +41,6 @@ class _Conv1DBase(_ConvBase):
         return ops.conv(x, kernel, strides=self.strides, padding=padding,
                         dilation_rate=self.dilation_rate)
 
-    def _length(self, length):
-        if length is None:
-            return None
-        k_eff = (self.kernel_size[0] - 1) * self.dilation_rate[0] + 1
-        s = self.strides[0]
-        if self.padding == "valid":
-            return (length - k_eff) // s + 1
-        return -(-length // s)
-
     def get_config(self):
         return {**super().get_config(), "dilation_rate": self.dilation_rate}
 
@@ -88,9 +79,6 @@ class CausalConv1D(_Conv1DBase):
         if self.use_bias:
             y = y + self.bias
         return self.activation(y)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self._length(input_shape[1]), self.filters)
 
     def get_config(self):
         config = super().get_config()
@@ -132,9 +120,6 @@ class GatedConv1D(_Conv1DBase):
             y = y + self.bias
         linear, gate = ops.split(y, 2, axis=-1)
         return self.activation(linear * ops.sigmoid(gate))
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self._length(input_shape[1]), self.filters)
 
 
 @_register
