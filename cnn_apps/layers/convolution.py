@@ -339,7 +339,7 @@ class DeformableConv2D(_ConvBase):
     Cost: each output position gathers kh*kw 2x2 neighbourhoods (one gather of a 4-corner
     tensor) and a matmul applies the kernel; the sampled (B, H', W', kh*kw*C) tensor is
     materialised and the gather's gradient is a scatter-add, so on CPU a forward+backward costs
-    about 10x a fused Conv2D (the price of data-dependent sampling positions).
+    10-20x a fused Conv2D (the price of data-dependent sampling positions).
 
     Example:
         layer = DeformableConv2D(16, 3)
