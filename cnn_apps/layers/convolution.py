@@ -554,8 +554,9 @@ class BlurPool2D(keras.layers.Layer):
 
 # ----------------------------------------------------------------------------- receptive field
 ReceptiveField = collections.namedtuple("ReceptiveField", ["size", "jump"])
-ReceptiveField.__doc__ = """Receptive field ``size`` and ``jump`` (input pixels between
-adjacent output units), one entry per spatial axis."""
+ReceptiveField.__doc__ = """Receptive field ``size`` and ``jump`` per spatial axis (result of receptive_field).
+
+``jump`` is the distance, in input pixels, between adjacent output units."""
 
 _NO_FIXED_FIELD = ("Global", "Adaptive", "Flatten", "Transpose", "UpSampling", "Reshape",
                    "Resizing", "Permute")

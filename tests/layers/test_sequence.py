@@ -156,6 +156,20 @@ def test_wavenet_block_matches_numpy(cond_shape):
     assert tuple(sk.shape) == layer.compute_output_shape(x.shape)[1] == (2, 14, skip)
 
 
+@pytest.mark.tf_only
+def test_dynamic_length_in_graph_mode():
+    import tensorflow as tf
+
+    for layer in (CausalConv1D(3, 3, dilation_rate=2), GatedConv1D(3, 2, padding="same"),
+                  WaveNetResidualBlock(3, dilation_rate=2)):
+        layer.build((None, None, 2))
+        fn = tf.function(layer, input_signature=[tf.TensorSpec((None, None, 2), "float32")])
+        for length in (5, 9):
+            x = _rand(2, length, 2)
+            for got, want in zip(tf.nest.flatten(fn(x)), tf.nest.flatten(layer(x))):
+                np.testing.assert_allclose(_np(got), _np(want), rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("make,match", [
     (lambda: CausalConv1D(4, 0), "kernel_size"),
