@@ -91,13 +91,22 @@ def cmd_list(args) -> None:
         for name, desc in sorted(PLANNED.items()):
             print(f"{name:18s} (planned) {desc}")
     elif args.what == "backbones":
-        from cnn_apps.backbones import get_spec, list_backbones
+        # Numbers come from the cached zoo_table.json (bench/backbone_table.py); backbones
+        # missing from it (or changed since) are built and counted now, which takes a while.
+        from cnn_apps.backbones.flops import load_zoo_table, zoo_rows
+        from cnn_apps.backbones.registry import list_backbones
 
-        for name in list_backbones():
-            spec = get_spec(name)
-            weights = "imagenet" if spec.imagenet_weights else "-"
-            print(f"{name:18s} {'x'.join(map(str, spec.default_input_shape)):12s} "
-                  f"{weights:9s} {spec.description}")
+        missing = sorted(set(list_backbones()) - set(load_zoo_table()))
+        if missing:
+            print(f"(computing {len(missing)} backbone(s) not in the cached table: "
+                  f"{', '.join(missing)})", file=sys.stderr)
+        print(f"{'name':24s} {'input':11s} {'params':>8s} {'GFLOPs':>8s} {'strides':14s} "
+              f"{'imagenet':8s} description")
+        for row in zoo_rows():
+            print(f"{row['name']:24s} {'x'.join(map(str, row['input_shape'])):11s} "
+                  f"{row['trainable_params'] / 1e6:7.2f}M {row['flops'] / 1e9:8.3f} "
+                  f"{','.join(map(str, row['strides'])):14s} "
+                  f"{'yes' if row['imagenet_weights'] else 'no':8s} {row['description']}")
     elif args.what == "layers":
         from cnn_apps.layers import list_layers
 
@@ -257,7 +266,7 @@ def main(argv=None) -> int:
             args.overrides = list(args.overrides) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF C++ noise; errors surface in Python
     from cnn_apps.errors import CnnAppsError
 
     try:
