@@ -149,6 +149,23 @@ def test_lsoftmax_gradients_finite_at_cos_plus_minus_one():
         assert np.all(np.isfinite(np.asarray(g)))
 
 
+def test_lsoftmax_training_logits_under_mixed_bfloat16():
+    rng = np.random.default_rng(11)
+    features = rng.normal(size=(4, 6)).astype("float32")
+    labels = rng.integers(0, 3, size=(4,)).astype("int32")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        layer, kernel = _built_layer(3, 6, seed=12, margin=3)
+        out = layer([features, labels], training=True)
+        assert "bfloat16" in str(out.dtype) and layer.kernel.dtype == "float32"
+    finally:
+        keras.config.set_dtype_policy(previous)
+    _, expected = _lsoftmax_reference(features.astype("float64"), kernel, labels, 3, 0.0)
+    got = keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))
+    np.testing.assert_allclose(got, expected, rtol=0.05, atol=0.1)
+
+
 def test_lsoftmax_dense_layer_contract():
     # The shared harness differentiates w.r.t. every input, which jax.grad refuses for the
     # int32 labels; test_lsoftmax_gradients_finite_at_cos_plus_minus_one covers gradients.

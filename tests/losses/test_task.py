@@ -122,6 +122,22 @@ def test_ctc_logit_length_from_keras_mask():
     assert abs(unmasked[0] - full[0]) > 1e-3  # the mask really changed the length
 
 
+def test_ctc_in_compiled_model_takes_logit_lengths_from_the_mask():
+    rng = np.random.default_rng(9)
+    frames = rng.normal(size=(3, 5, 2)).astype("float32")
+    frames[0, 3:] = 0.0  # sequence 0 has 3 frames, sequence 2 has 4
+    frames[2, 4:] = 0.0
+    inputs = keras.Input((5, 2))
+    logits = keras.layers.Dense(4)(keras.layers.Masking(mask_value=0.0)(inputs))
+    model = keras.Model(inputs, logits)
+    labels = np.array([[1, 2], [3, -1], [2, 2]], "int32")
+    model.compile(optimizer="sgd", loss=CTCLoss())
+    evaluated = model.evaluate(frames, labels, batch_size=3, verbose=0)
+    direct = per_sample(CTCLoss(), {"labels": labels, "logit_length": np.array([3, 5, 4])},
+                        keras.ops.convert_to_numpy(model(frames)))
+    np.testing.assert_allclose(evaluated, direct.mean(), rtol=1e-5)
+
+
 def test_ctc_pad_equal_to_blank_matches_keras_ctc():
     rng = np.random.default_rng(5)
     logits = rng.normal(size=(3, 6, 5)).astype("float32")
