@@ -80,15 +80,19 @@ def gradients_finite(model, inputs):
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
         xs = [jnp.asarray(x) for x in inputs]
+        float_idx = [i for i, x in enumerate(xs) if jnp.issubdtype(x.dtype, jnp.floating)]
 
-        def loss_fn(tv, xs_):
-            y, _ = model.stateless_call(tv, non_trainable, xs_ if len(xs_) > 1 else xs_[0],
+        def loss_fn(tv, float_xs):
+            feed = list(xs)
+            for i, x in zip(float_idx, float_xs):
+                feed[i] = x
+            y, _ = model.stateless_call(tv, non_trainable, feed if len(feed) > 1 else feed[0],
                                         training=True)
             return sum(jnp.sum(t.astype("float32")) for t in _as_list(y))
 
-        float_idx = [i for i, x in enumerate(xs) if jnp.issubdtype(x.dtype, jnp.floating)]
-        g_w, g_x = jax.grad(loss_fn, argnums=(0, 1))(trainable, xs)
-        values = [np.asarray(g) for g in g_w] + [np.asarray(g_x[i]) for i in float_idx]
+        # jax.grad refuses integer inputs (e.g. labels): differentiate the float ones only.
+        g_w, g_x = jax.grad(loss_fn, argnums=(0, 1))(trainable, [xs[i] for i in float_idx])
+        values = [np.asarray(g) for g in g_w] + [np.asarray(g) for g in g_x]
     else:  # pragma: no cover - other backends are not part of the suite
         raise RuntimeError(f"unsupported backend {BACKEND}")
     assert values, "no gradient reached any input or weight"
