@@ -68,3 +68,34 @@ class EpochLearningRate(keras.callbacks.Callback):
         if logs is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(
                 self.model.optimizer.learning_rate))
+
+
+class SharedBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose restore folder can differ from its backup folder.
+
+    Multi-worker training: every worker restores from the same backup (the chief's,
+    ``restore_dir``) so all resume from identical weights, optimizer state and epoch, while a
+    non-chief worker writes its own backups to a scratch folder (``backup_dir``) that no one
+    reads (the chief-only-writes rule of the TF multi-worker guide). With
+    ``restore_dir=None`` it is the plain Keras callback.
+
+    Example::
+
+        SharedBackupAndRestore("/tmp/worker1/backup", restore_dir="runs/x/backup")
+    """
+
+    def __init__(self, backup_dir, restore_dir=None, **kwargs):
+        super().__init__(str(backup_dir), **kwargs)
+        self.restore_dir = str(restore_dir or backup_dir)
+
+    def on_train_begin(self, logs=None):
+        names = ("_weights_path", "_training_metadata_path", "_prev_weights_path",
+                 "_prev_training_metadata_path")
+        own = {name: getattr(self, name) for name in names}
+        for name, path in own.items():
+            setattr(self, name, str(Path(self.restore_dir) / Path(path).name))
+        try:
+            super().on_train_begin(logs)
+        finally:
+            for name, path in own.items():
+                setattr(self, name, path)

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,11 +75,16 @@ def make_optimizer(config: dict):
     raise ConfigError(f"optimizer must be adam, sgd or rmsprop, got '{name}'")
 
 
-def _callbacks(model_path, run_dir, config, epochs, base_lr, monitor, backup_name):
+def _callbacks(model_path, run_dir, config, epochs, base_lr, monitor, backup_name,
+               out_dir=None):
+    """The standard callbacks. ``out_dir`` is where this process writes (the run folder, or a
+    non-chief worker's scratch folder); state is read back from ``run_dir``."""
     import keras
 
-    from cnn_apps.training.callbacks import SCHEDULES, AtomicBestCheckpoint, EpochLearningRate
+    from cnn_apps.training.callbacks import (SCHEDULES, AtomicBestCheckpoint, EpochLearningRate,
+                                             SharedBackupAndRestore)
 
+    out_dir = run_dir if out_dir is None else out_dir
     schedule = config.get("lr_schedule", "cosine")
     if schedule not in SCHEDULES:
         raise ConfigError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got '{schedule}'")
@@ -88,17 +94,18 @@ def _callbacks(model_path, run_dir, config, epochs, base_lr, monitor, backup_nam
 
     class _RecordBest(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            atomic_write_json(best_file, {"monitor": metric, "best": checkpoint.best})
+            atomic_write_json(out_dir / "best_score.json",
+                              {"monitor": metric, "best": checkpoint.best})
 
-    checkpoint = AtomicBestCheckpoint(model_path, monitor=metric, mode=mode,
+    checkpoint = AtomicBestCheckpoint(out_dir / model_path.name, monitor=metric, mode=mode,
                                       initial_best=initial_best)
     return [
-        keras.callbacks.BackupAndRestore(str(run_dir / backup_name)),
+        SharedBackupAndRestore(out_dir / backup_name, restore_dir=run_dir / backup_name),
         EpochLearningRate(base_lr, schedule, epochs),
         checkpoint,
         _RecordBest(),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(out_dir / "logs"), write_graph=False),
         keras.callbacks.EarlyStopping(metric, mode=mode,
                                       patience=int(config.get("early_stopping_patience") or 10**6)),
         keras.callbacks.TerminateOnNaN(),
@@ -110,69 +117,98 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
     """Train ``task`` (a ``Task`` or its name) with the resolved ``config``; see module doc.
 
     ``extra_callbacks`` are added to every ``fit`` phase (e.g. a user's own logger).
+    ``batch_size`` is the global batch (split over the replicas); under ``multi_worker`` the
+    custom loop of ``cnn_apps.training.distributed`` replaces ``model.fit`` and only the chief
+    writes the run folder (other workers write to a scratch folder, removed at the end).
     """
     import keras
 
     from cnn_apps.applications import get_task
     from cnn_apps.training.plots import plot_history
-    from cnn_apps.training.strategy import get_strategy
+    from cnn_apps.training.strategy import batch_plan, get_strategy, is_chief, is_multi_worker
 
     task = get_task(task) if isinstance(task, str) else task
+    # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op.
+    strategy = get_strategy(config.get("strategy", "auto"), tpu=config.get("tpu"),
+                            cluster_resolver=config.get("cluster_resolver"))
+    multi_worker, chief = is_multi_worker(strategy), is_chief(strategy)
     run_dir = run_dir_for(task.name, config, runs_root)
     resuming = any((run_dir / name).exists() for name in ("backup", "backup_frozen", _PHASE1_DONE))
-    if (run_dir / "metrics.json").exists() and not resuming:
+    if chief and (run_dir / "metrics.json").exists() and not resuming:
         clean_run_dir(run_dir)  # a finished run of the same name: start it again from scratch
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="cnn_apps_worker_"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if chief:
+        save_config(config, run_dir / "config.yaml")
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
 
     set_reproducible(config.get("seed", 0), config.get("deterministic", True))
     set_precision(config.get("mixed_precision"))
-    strategy = get_strategy(config.get("strategy", "auto"))
     epochs = int(config["epochs"])
     freeze_epochs = int(config.get("freeze_backbone_epochs") or 0)
     if freeze_epochs >= epochs and freeze_epochs:
         raise ConfigError(f"freeze_backbone_epochs ({freeze_epochs}) must be smaller than "
                           f"epochs ({epochs})")
+    plan = batch_plan(config["batch_size"], strategy.num_replicas_in_sync,
+                      config["learning_rate"], config.get("lr_scaling"),
+                      config.get("lr_base_batch"))
+    if chief:
+        print(f"[cnn_apps] {plan.describe(strategy)}", flush=True)
 
-    train_ds = task.train_dataset(config)
+    train_ds = None if multi_worker else task.train_dataset(config)
     val_ds = task.eval_dataset(config, "val")
-    atomic_write_json(run_dir / "model_info.json", task.model_info(config))
+    if chief:
+        atomic_write_json(run_dir / "model_info.json", task.model_info(config))
     model_path = run_dir / "best.keras"
-    base_lr = float(config["learning_rate"])
+    base_lr = plan.learning_rate
 
     with strategy.scope():
         model = task.build_model(config)
-        backbone = _backbone(model, task) if freeze_epochs else None
+    backbone = _backbone(model, task) if freeze_epochs else None
 
-        def compile_model(lr):
+    def compile_model(lr):
+        with strategy.scope():
             task.compile_model(model, config, lr)
+            if multi_worker:  # optimizer variables must be created in the scope
+                model.optimizer.build(model.trainable_variables)
 
-        if freeze_epochs:
-            phase1_weights = run_dir / _PHASE1_DONE
-            if phase1_weights.exists():  # resumed after phase 1 finished
-                model.load_weights(str(phase1_weights))
-            else:
-                backbone.trainable = False
-                compile_model(base_lr)
-                model.fit(train_ds, validation_data=val_ds, epochs=freeze_epochs, shuffle=False,
-                          verbose=verbose,
-                          callbacks=_callbacks(model_path, run_dir, config, epochs, base_lr,
-                                               task.monitor, "backup_frozen")
-                          + list(extra_callbacks))
-                model.save_weights(str(phase1_weights))
-            backbone.trainable = True
-            base_lr *= float(config.get("finetune_lr_factor", 0.1))
-        compile_model(base_lr)
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=freeze_epochs,
-                  shuffle=False,
-                  verbose=verbose,
-                  callbacks=_callbacks(model_path, run_dir, config, epochs, base_lr,
-                                       task.monitor, "backup") + list(extra_callbacks))
+    def fit(first_epoch, last_epoch, base_lr, backup_name):
+        callbacks = _callbacks(model_path, run_dir, config, epochs, base_lr, task.monitor,
+                               backup_name, out_dir) + list(extra_callbacks)
+        if multi_worker:
+            from cnn_apps.training.distributed import DistributedTrainer
 
-    if model_path.exists():
-        model = keras.saving.load_model(model_path, safe_mode=True)
+            # Outside the scope: the loop's metrics are plain (per-worker) variables.
+            trainer = DistributedTrainer(model, strategy, task.loss(config),
+                                         task.metrics(config),
+                                         jit_compile=bool(config.get("jit_compile", False)))
+            trainer.fit(lambda: task.train_dataset(config), val_ds, epochs=last_epoch,
+                        initial_epoch=first_epoch, callbacks=callbacks, verbose=verbose)
+            return
+        with strategy.scope():
+            model.fit(train_ds, validation_data=val_ds, epochs=last_epoch,
+                      initial_epoch=first_epoch, shuffle=False, verbose=verbose,
+                      callbacks=callbacks)
+
+    if freeze_epochs:
+        if (run_dir / _PHASE1_DONE).exists():  # resumed after phase 1 finished
+            model.load_weights(str(run_dir / _PHASE1_DONE))
+        else:
+            backbone.trainable = False
+            compile_model(base_lr)
+            fit(0, freeze_epochs, base_lr, "backup_frozen")
+            model.save_weights(str(out_dir / _PHASE1_DONE))
+        backbone.trainable = True
+        base_lr *= float(config.get("finetune_lr_factor", 0.1))
+    compile_model(base_lr)
+    fit(freeze_epochs, epochs, base_lr, "backup")
+
+    if (out_dir / model_path.name).exists():
+        model = keras.saving.load_model(out_dir / model_path.name, safe_mode=True)
+    if not chief:  # the chief evaluates, logs and exports; the scratch folder goes away
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return RunResult(run_dir, {}, model)
     metrics = task.evaluate(model, config, split="test", run_dir=run_dir)
     metrics["epochs_run"] = _epochs_in_history(run_dir / "history.csv")
     atomic_write_json(run_dir / "metrics.json", metrics)
