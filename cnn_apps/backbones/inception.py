@@ -92,6 +92,11 @@ def googlenet_head(feature_map, num_classes):
 def googlenet(inputs, imagenet=False, aux_heads=False):
     if not isinstance(aux_heads, bool):
         raise ValueError(f"googlenet: aux_heads must be True or False, got {aux_heads!r}")
+    small = [side for side in inputs.shape[1:3] if side is not None and side < 65]
+    if aux_heads and small:
+        # 4a is at stride 16; the auxiliary 5×5/3 average pool needs a >= 5×5 map there.
+        raise ValueError("googlenet: aux_heads=True needs inputs of at least 65 pixels per "
+                         f"side (a >= 5x5 map at inception 4a), got {tuple(inputs.shape[1:])}")
     x = keras.layers.Conv2D(64, 7, strides=2, padding="same", activation="relu",
                             name="conv1")(inputs)
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)

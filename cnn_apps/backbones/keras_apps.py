@@ -1,5 +1,12 @@
 """Adapters to ``keras.applications``: same registry contract, ImageNet weights on request.
 
+Registered here: ResNet-50/101/152 (survey S0 §3.6.5, §5.1; SEED_CHECKLIST AR-11), MobileNetV1,
+MobileNetV2, MobileNetV3-Small/Large (lecture notes S2; AR-21), Xception (S2; AR-19) and
+EfficientNet-B0. Each wrap ends at the application's last feature map (``include_top=False``);
+``create(name, num_classes=N)`` adds the paper's head (global average pool + softmax FC;
+MobileNetV3: GAP → 1×1 conv 1024/1280 + hard-swish → dropout → FC). Parameter counts at 1000
+classes equal ``keras.applications.<App>(include_top=True).count_params()``.
+
 ``weights="imagenet"`` is delegated to ``keras.applications`` (it downloads the file once, for
 users with internet). Feature levels are taken from the application's own layer names.
 """

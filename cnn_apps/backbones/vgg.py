@@ -85,11 +85,13 @@ vgg11_lrn = _register_built("vgg11_lrn", "A", True, "132.9M")
 vgg13 = _register_built("vgg13", "B", False, "133.0M")
 
 
-def _register_keras(name, app_fn, convs, params):
+def _register_keras(name, app_name, convs, params):
     @register_backbone(name, default_input_shape=(224, 224, 3), head=vgg_head,
                        preprocessing="caffe", min_input_size=32, imagenet_weights=True,
-                       description=f"{app_fn.__name__} (keras.applications; {params} params)")
+                       description=f"{app_name} (keras.applications; {params} params)")
     def builder(inputs, imagenet=False):
+        # Looked up at build time, so a test can stand in for the download.
+        app_fn = getattr(keras.applications, app_name)
         app = app_fn(include_top=False, weights="imagenet" if imagenet else None,
                      input_tensor=inputs)
         ends = [app.get_layer(f"block{b}_conv{n}").output for b, n in enumerate(convs, start=1)]
@@ -98,5 +100,5 @@ def _register_keras(name, app_fn, convs, params):
     return builder
 
 
-vgg16 = _register_keras("vgg16", keras.applications.VGG16, _CONVS_PER_BLOCK["D"], "138.4M")
-vgg19 = _register_keras("vgg19", keras.applications.VGG19, _CONVS_PER_BLOCK["E"], "143.7M")
+vgg16 = _register_keras("vgg16", "VGG16", _CONVS_PER_BLOCK["D"], "138.4M")
+vgg19 = _register_keras("vgg19", "VGG19", _CONVS_PER_BLOCK["E"], "143.7M")
