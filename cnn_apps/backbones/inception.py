@@ -1,4 +1,5 @@
-"""The Inception family (survey S0 §3.1.5, §3.6.5, §5.1; lecture notes S2; SEED_CHECKLIST AR-06..AR-10).
+"""The Inception family (survey S0 §3.1.5, §3.6.5, §5.1; lecture notes S2;
+SEED_CHECKLIST AR-06..AR-10).
 
 * ``googlenet`` — Inception v1 (Szegedy et al. 2015, Table 1), own implementation with
   ``InceptionModule(variant="v1")``: 7×7/2 conv 64 → 3×3/2 max-pool → LRN → 1×1 conv 64 → 3×3
@@ -15,7 +16,8 @@
   (3×3/2 and double-3×3/2 branches + max-pool pass-through). Figure 5 prints output depths for
   4c-4e that disagree with its own filter columns; the filters are followed (608, 608, 1056).
   The stem uses a plain 7×7 conv (the paper's depth-multiplier-8 separable conv1 is a cost
-  trick, not part of the module design). Head: global average pool → FC softmax.
+  trick, not part of the module design). Head: global average pool → FC softmax;
+  11,285,224 trainable parameters at 1000 classes (the Figure 5 table as a formula).
 * ``inception_v3`` — wraps ``keras.applications.InceptionV3`` (299×299; 1×7/7×1
   factorisation; 23,851,784 parameters incl. BN statistics).
 * ``inception_v4`` — own implementation of Szegedy et al. 2016 (Figs. 3-9): stem, 4×Inception-A,
@@ -154,7 +156,7 @@ def _bn_inception_reduction(x, widths, name):
 
 @register_backbone("inception_v2", default_input_shape=(224, 224, 3), head=global_pool_head,
                    preprocessing="caffe", min_input_size=32,
-                   description="Inception v2 = BN-Inception (5x5 -> two 3x3, BN; 11.2M params)")
+                   description="Inception v2 = BN-Inception (5x5 -> two 3x3, BN; 11.3M params)")
 def inception_v2(inputs, imagenet=False):
     x = _conv_bn(inputs, 64, 7, "conv1", strides=2)
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)

@@ -126,7 +126,7 @@ def _mobilenet_v3_head(last_point_channels):
 register_backbone(
     "mobilenet_v3_small", default_input_shape=(224, 224, 3), imagenet_weights=True,
     preprocessing="none", head=_mobilenet_v3_head(1024),
-    description="MobileNetV3-Small (keras.applications; SE + hard-swish; 2.6M params)",
+    description="MobileNetV3-Small (keras.applications; SE + hard-swish; 2.55M params)",
 )(_wrap(keras.applications.MobileNetV3Small, {
     "P2": "expanded_conv_project_bn", "P3": "expanded_conv_2_add",
     "P4": "expanded_conv_7_add", "P5": final_map}))
