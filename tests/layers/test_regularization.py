@@ -228,6 +228,18 @@ def test_lrn_matches_tf_nn_local_response_normalization(r, k, alpha, beta):
                                rtol=1e-5, atol=1e-6)
 
 
+def test_conv_layers_accept_dynamic_spatial_size():
+    inputs = keras.Input((None, None, 3))
+    lrn = LocalResponseNormalization(1, 1.0, 0.5, 0.5)
+    conv = DropConnectConv2D(4, 3, rate=0.5, padding="same", seed=1)
+    model = keras.Model(inputs, [lrn(inputs), conv(inputs, training=True)])
+    for shape in [(2, 5, 4, 3), (1, 3, 7, 3)]:
+        x = random_inputs([shape], seed=1)[0]
+        y_lrn, y_conv = model(x)
+        np.testing.assert_allclose(_np(y_lrn), _numpy_lrn(x, 1, 1.0, 0.5, 0.5), rtol=1e-5)
+        assert tuple(y_conv.shape) == shape[:3] + (4,)
+
+
 def test_lrn_bad_arguments():
     with pytest.raises(ValueError, match="depth_radius"):
         LocalResponseNormalization(depth_radius=-1)
@@ -310,6 +322,20 @@ def test_lsuv_reaches_layers_nested_in_a_sub_model():
     assert abs(np.var(_np(inner(batch))) - 1.0) < 0.1
     assert abs(np.var(_np(model(batch))) - 1.0) < 0.1
     assert "call" not in first.__dict__, "the temporary hook must be removed"
+
+
+def test_lsuv_reaches_convolutions_inside_a_residual_block():
+    from cnn_apps.layers import ResidualBlock
+
+    block = ResidualBlock(4, strides=2)
+    model = keras.Sequential([keras.Input((6, 6, 3)), block, keras.layers.Flatten(),
+                              keras.layers.Dense(2)])
+    batch = random_inputs([(8, 6, 6, 3)], seed=5)[0]
+    lsuv_initialize(model, batch, tol=0.1, seed=2)
+    for conv in (block.convs[0], block.shortcut_conv):       # both read the block input
+        pre = keras.ops.conv(batch, conv.kernel, strides=conv.strides, padding="same")
+        assert abs(np.var(_np(pre)) - 1.0) < 0.1, conv.name
+    assert abs(np.var(_np(model(batch))) - 1.0) < 0.1
 
 
 def test_lsuv_warns_on_zero_variance_and_rejects_bad_input():

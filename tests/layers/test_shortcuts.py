@@ -277,6 +277,17 @@ def test_residual_block_sub_layer_names_and_bad_arguments():
         ResidualBlock(4).build((None, 8, 3))
 
 
+def test_blocks_accept_dynamic_spatial_size():
+    inputs = keras.Input((None, None, 4))
+    blocks = [ResidualBlock(4, strides=2), ResidualBlock(2, bottleneck=True, preactivation=True),
+              DenseBlock(2, 3), HighwayConv2D(3)]
+    model = keras.Model(inputs, [block(inputs) for block in blocks])
+    for h, w in [(5, 6), (8, 3)]:
+        outs = model(random_inputs([(2, h, w, 4)])[0])
+        assert [tuple(o.shape) for o in outs] == [
+            (2, -(-h // 2), -(-w // 2), 4), (2, h, w, 8), (2, h, w, 10), (2, h, w, 4)]
+
+
 # ----------------------------------------------------------------------------- DenseBlock
 def test_dense_block_contract_channels_and_pass_through():
     out = check_layer(lambda: DenseBlock(2, 3, bn_momentum=1.0), [(2, 5, 5, 4)], tol=1e-4)[0]
