@@ -73,6 +73,23 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("run_dir", help="run folder or .keras file")
     ex.add_argument("--format", default="saved_model", choices=("saved_model", "onnx", "tflite"))
     ex.add_argument("--out", required=True, help="output folder (TF Serving model base path)")
+    ex.add_argument("--int8", action="store_true",
+                    help="tflite: full integer (int8) post-training quantization, calibrated "
+                         "on the run's validation images")
+
+    sc = sub.add_parser("serving-config", help="write a TF Serving models.config for exports",
+                        description="One model_config_list entry per export base folder "
+                                    "(OUT/<version>/saved_model.pb): name, absolute base path, "
+                                    "version policy. Serve with tensorflow_model_server "
+                                    "--model_config_file=models.config.")
+    sc.add_argument("export_dirs", nargs="+", help="export base folders")
+    sc.add_argument("--out", default="models.config", help="file to write (default: "
+                                                           "models.config)")
+    sc.add_argument("--names", nargs="+", help="model names (default: the folder names)")
+    sc.add_argument("--policy", default="latest", choices=("latest", "all", "specific"),
+                    help="version policy (default: latest)")
+    sc.add_argument("--num-versions", type=int, default=1, help="latest: how many versions")
+    sc.add_argument("--versions", type=int, nargs="+", help="specific: which versions")
 
     be = sub.add_parser("bench", help="run a benchmark from bench/",
                         description="Run bench/NAME.py from the source checkout; it prints "
@@ -233,8 +250,17 @@ def _annotate(image, result, out_path):
 def cmd_export(args) -> None:
     from cnn_apps.export import export_run
 
-    path = export_run(args.run_dir, args.format, args.out)
+    path = export_run(args.run_dir, args.format, args.out, int8=args.int8)
     print(json.dumps({"format": args.format, "path": str(path)}))
+
+
+def cmd_serving_config(args) -> None:
+    from cnn_apps.export.serving_config import write_serving_config
+
+    path = write_serving_config(args.export_dirs, args.out, names=args.names,
+                                policy=args.policy, num_versions=args.num_versions,
+                                versions=args.versions)
+    print(json.dumps({"path": str(path), "models": len(args.export_dirs)}))
 
 
 def cmd_bench(args) -> None:
@@ -253,7 +279,8 @@ def cmd_bench(args) -> None:
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "export": cmd_export, "bench": cmd_bench}
+            "predict": cmd_predict, "export": cmd_export, "bench": cmd_bench,
+            "serving-config": cmd_serving_config}
 
 
 def main(argv=None) -> int:
