@@ -69,3 +69,30 @@ class Task(ABC):
     @abstractmethod
     def example_inputs(self, info: dict, batch_size: int = 2):
         """A numpy batch the model accepts (used for export parity checks)."""
+
+    def warmup_inputs(self, info: dict, batch_size: int = 2) -> dict:
+        """``{signature input name: numpy batch}`` for the TF Serving warm-up requests written
+        next to every SavedModel export (``cnn_apps.export.warmup``).
+
+        The default takes ``example_inputs``: a rank-4 float batch of the model's image size
+        becomes ``images`` (float pixels) and ``image_bytes`` (the same pixels as PNG bytes);
+        any other array is offered as ``example_<i>`` and matched to a signature input by dtype
+        and shape. A task whose signatures take something else overrides this.
+        """
+        import numpy as np
+
+        from cnn_apps.export.warmup import encode_png_batch
+
+        example = self.example_inputs(info, batch_size)
+        arrays = list(example) if isinstance(example, (list, tuple)) else [example]
+        image_shape = tuple(int(v) for v in info.get("input_shape") or ())
+        result = {}
+        for i, array in enumerate(arrays):
+            array = np.asarray(array)
+            if (array.ndim == 4 and array.dtype.kind == "f" and "images" not in result
+                    and tuple(array.shape[1:]) == image_shape):
+                result["images"] = array.astype(np.float32)
+                result["image_bytes"] = encode_png_batch(array)
+            else:
+                result[f"example_{i}"] = array
+        return result
