@@ -1,4 +1,4 @@
-"""Benchmark cases for the activation, regularization and shortcut layers (read by ``bench/layers.py``).
+"""Benchmark cases for activation, regularization and shortcut layers (``bench/layers.py``).
 
 Each case pairs a ``cnn_apps`` layer with the closest Keras built-in (or a stack of them);
 the runner times forward + backward of both on the same input and prints the ratio.

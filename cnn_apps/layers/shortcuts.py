@@ -387,7 +387,9 @@ class ResidualBlock(keras.layers.Layer):
                                                 name="dropout")
         self.stochastic_depth = None
         if self.survival_probability < 1.0:
-            self.stochastic_depth = StochasticDepth(self.survival_probability, seed=self.seed,
+            # A different seed from the dropout's keeps the two draws independent.
+            seed = None if self.seed is None else self.seed + 1
+            self.stochastic_depth = StochasticDepth(self.survival_probability, seed=seed,
                                                     name="stochastic_depth",
                                                     dtype=self.dtype_policy)
         self.built = True
@@ -546,19 +548,20 @@ class DenseBlock(keras.layers.Layer):
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
         self.seed = seed
-        self.units = [_DenseUnit(self, name=f"layer{i + 1}") for i in range(self.num_layers)]
+        self.dense_layers = [_DenseUnit(self, name=f"layer{i + 1}")
+                             for i in range(self.num_layers)]
 
     def build(self, input_shape):
         _check_rank4(self, input_shape)
         shape = tuple(input_shape)
-        for unit in self.units:
+        for unit in self.dense_layers:
             unit.build(shape)
             shape = shape[:-1] + (shape[-1] + self.growth_rate,)
         self.built = True
 
     def call(self, inputs, training=None):
         x = ops.cast(inputs, self.compute_dtype)
-        for unit in self.units:
+        for unit in self.dense_layers:
             x = ops.concatenate([x, unit(x, training=training)], axis=-1)
         return x
 
