@@ -115,7 +115,7 @@ class DistributedTrainer:
                 return loss, tf.cast(local_count, tf.float32), y, outputs
             return loss, tf.cast(local_count, tf.float32)
 
-        @tf.function
+        @tf.function(reduce_retracing=True)
         def train_step(batch):
             x, y = batch
             results = strategy.run(replica_step, args=(x, y))
@@ -134,8 +134,8 @@ class DistributedTrainer:
     def distribute(self, dataset_factory):
         """Distribute global batches: each replica gets its contiguous slice of every batch
         (the balanced split ``[n·r/R, n·(r+1)/R)``)."""
-        # Built eagerly here, not inside dataset_fn: seeded shuffles and augmentations then
-        # use the process' global seed, exactly like the single-process model.fit path.
+        # Built once, eagerly (not inside dataset_fn): seeded shuffles and augmentations use
+        # the process' global seed as in model.fit, and reshuffle at each epoch's iteration.
         global_batches = dataset_factory()
 
         def dataset_fn(context):
@@ -164,6 +164,9 @@ class DistributedTrainer:
         """Train like ``model.fit``; ``dataset_factory()`` returns the ``tf.data`` dataset of
         global batches (called on each worker's input device). Returns the ``History``."""
         model = self.model
+        if not model.optimizer.built:  # slot variables must be created in the scope
+            with self.strategy.scope():
+                model.optimizer.build(model.trainable_variables)
         callback_list = keras.callbacks.CallbackList(
             list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
             verbose=verbose, epochs=epochs, steps=None)

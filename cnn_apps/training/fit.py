@@ -125,9 +125,16 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
 
     from cnn_apps.applications import get_task
     from cnn_apps.training.plots import plot_history
-    from cnn_apps.training.strategy import batch_plan, get_strategy, is_chief, is_multi_worker
+    from cnn_apps.training.strategy import (batch_plan, check_parameter_server_cluster,
+                                           get_strategy, is_chief, is_multi_worker)
 
     task = get_task(task) if isinstance(task, str) else task
+    if config.get("strategy") == "parameter_server":
+        check_parameter_server_cluster(config.get("cluster_resolver") or "tf_config")
+        raise ConfigError("strategy 'parameter_server': train() runs synchronous data-parallel "
+                          "training (model.fit or the multi-worker loop) and does not drive a "
+                          "ParameterServerStrategy ClusterCoordinator; use "
+                          "strategy=multi_worker on the same machines (docs/distributed.md)")
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op.
     strategy = get_strategy(config.get("strategy", "auto"), tpu=config.get("tpu"),
                             cluster_resolver=config.get("cluster_resolver"))
@@ -193,7 +200,8 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
 
     if freeze_epochs:
         if (run_dir / _PHASE1_DONE).exists():  # resumed after phase 1 finished
-            model.load_weights(str(run_dir / _PHASE1_DONE))
+            with strategy.scope():
+                model.load_weights(str(run_dir / _PHASE1_DONE))
         else:
             backbone.trainable = False
             compile_model(base_lr)

@@ -71,7 +71,7 @@ def get_strategy(name: str = "auto", *, tpu: str | None = None,
                           "'tpu' (a TPU name, grpc://host:8470, or 'local' on a TPU VM) or the "
                           "TPU_NAME environment variable")
     if name == "parameter_server":
-        _check_parameter_server_cluster(resolver_kind)
+        check_parameter_server_cluster(resolver_kind)
 
     import tensorflow as tf
 
@@ -211,7 +211,7 @@ def _tf_config_cluster() -> dict:
             from None
 
 
-def _check_parameter_server_cluster(kind: str) -> None:
+def check_parameter_server_cluster(kind: str = "tf_config") -> None:
     """Fail fast (before TensorFlow builds anything) without a chief + worker + ps cluster."""
     if kind != "tf_config":
         return  # Slurm/Kubernetes describe the cluster themselves; the resolver checks it.
