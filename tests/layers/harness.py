@@ -143,7 +143,12 @@ def check_layer(make_layer, input_shapes, *, dtypes=None, tol=1e-5, second_batch
             _close(reloaded.serve(feed), y, tol, "SavedModel export differs")
 
     if check_grads:
+        # The gradient pass runs in training mode, which moves BatchNormalization statistics;
+        # restore them so the later comparisons still see the model that produced ``y``.
+        frozen = [keras.ops.convert_to_numpy(v) for v in model.non_trainable_variables]
         gradients_finite(model, xs)
+        for variable, value in zip(model.non_trainable_variables, frozen):
+            variable.assign(value)
 
     if check_jit:
         model.compile(jit_compile=True)
