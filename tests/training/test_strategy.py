@@ -1,0 +1,140 @@
+"""Strategy selection, fail-fast cluster checks, the global-batch plan and mixed precision."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn_apps.errors import ConfigError
+from cnn_apps.training.strategy import batch_plan, get_strategy, is_chief, worker_count
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    for name in ("TF_CONFIG", "TPU_NAME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_tpu_without_a_resolver_fails_fast(no_cluster):
+    with pytest.raises(ConfigError, match=r"strategy 'tpu' needs a TPU cluster resolver.*"
+                                          r"'tpu'.*TPU_NAME"):
+        get_strategy("tpu")
+
+
+@pytest.mark.parametrize("tf_config, missing", [
+    (None, "chief, worker, ps"),
+    ({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}},
+     "chief, ps"),
+    ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "chief", "index": 0}},
+     "ps"),
+])
+def test_parameter_server_without_a_cluster_fails_fast(no_cluster, monkeypatch, tf_config,
+                                                       missing):
+    if tf_config is not None:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    with pytest.raises(ConfigError, match=rf"strategy 'parameter_server' needs a cluster.*"
+                                          rf"\(missing: {missing}\)"):
+        get_strategy("parameter_server")
+
+
+def test_train_fails_before_building_anything(no_cluster, tmp_path):
+    from tests.conftest import tiny_classification_config
+    from cnn_apps.training import train
+
+    for strategy in ("tpu", "parameter_server"):
+        config = tiny_classification_config(f"ff_{strategy}", strategy=strategy)
+        with pytest.raises(ConfigError, match=f"strategy '{strategy}'"):
+            train("classification", config, runs_root=tmp_path, verbose=0, export=False)
+    assert not any(tmp_path.iterdir())  # no run folder was written
+
+
+def test_bad_names_are_config_errors():
+    with pytest.raises(ConfigError, match="strategy 'gpus' is not one of auto, one_device, "
+                                          "mirrored, multi_worker, tpu, parameter_server"):
+        get_strategy("gpus")
+    with pytest.raises(ConfigError, match="cluster_resolver 'yarn' is not one of tf_config, "
+                                          "slurm, kubernetes"):
+        get_strategy("multi_worker", cluster_resolver="yarn")
+
+
+def test_local_strategies(no_cluster):
+    one = get_strategy("one_device")
+    assert isinstance(one, tf.distribute.OneDeviceStrategy)
+    assert one.num_replicas_in_sync == 1 and is_chief(one) and worker_count(one) == 1
+    auto = get_strategy("auto")  # no TPU configured, no GPU here: the default strategy
+    assert auto.num_replicas_in_sync == 1
+    mirrored = get_strategy("mirrored")
+    assert mirrored.num_replicas_in_sync == len(tf.config.list_logical_devices("CPU"))
+
+
+def test_batch_plan_splits_the_global_batch_and_scales_the_learning_rate():
+    plan = batch_plan(256, 8, 0.1, "linear", 64)
+    assert plan.per_replica_batch == 256 // 8 == 32
+    assert math.isclose(plan.learning_rate, 0.1 * 256 / 64)  # Goyal et al.: lr x k
+    kept = batch_plan(256, 8, 0.1, "none", 64)
+    assert kept.learning_rate == 0.1 and kept.per_replica_batch == 32
+    text = plan.describe()
+    assert "global batch 256 = 32 per replica" in text and "learning rate 0.4" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    ((30, 4, 0.1), r"batch_size 30 \(the global batch\) must be divisible by the number "
+                   r"of replicas \(4\)"),
+    ((0, 1, 0.1), "batch_size must be a positive integer"),
+    ((32.0, 1, 0.1), "batch_size must be a positive integer"),
+    ((32, 1, 0.1, "sqrt"), "lr_scaling must be one of none, linear, got 'sqrt'"),
+    ((32, 1, 0.1, "linear", 0), "lr_base_batch must be a positive integer"),
+])
+def test_batch_plan_rejects_bad_values(args, message):
+    with pytest.raises(ConfigError, match=message):
+        batch_plan(*args)
+
+
+def test_mixed_bfloat16_trains_a_few_steps_on_cpu(tmp_path):
+    """A few steps of the real training loop under ``mixed_bfloat16``: finite, decreasing
+    loss, bfloat16 compute, float32 variables."""
+    from tests.conftest import tiny_classification_config
+    from cnn_apps.training import train
+
+    config = tiny_classification_config(
+        "bf16", mixed_precision="bfloat16", strategy="one_device", backbone="lenet5",
+        backbone_args={"activation": "relu", "pooling": "max"}, dropout=0.0, epochs=3,
+        batch_size=60, optimizer="adam", learning_rate=0.003, lr_schedule="constant",
+        data={"image_size": [32, 32], "channels": 1, "val_fraction": 0.05,
+              "test_fraction": 0.85},
+        augment={"shift": 0.0, "rotation": 0.0, "zoom": 0.0, "brightness": 0.0,
+                 "contrast": 0.0})
+    seen = {}
+
+    class Inspect(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            seen["compute"] = self.model.get_layer("backbone").get_layer("c1").compute_dtype
+            seen["variables"] = {v.dtype for v in self.model.trainable_variables}
+
+    try:
+        result = train("classification", config, runs_root=tmp_path, verbose=0, export=False,
+                       extra_callbacks=[Inspect()])
+    finally:
+        keras.config.set_dtype_policy("float32")
+    losses = np.loadtxt(result.run_dir / "history.csv", delimiter=",", skiprows=1)[:, 2]
+    assert len(losses) == 3 and np.all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    assert seen == {"compute": "bfloat16", "variables": {"float32"}}
+
+
+def test_train_with_a_parameter_server_cluster_says_to_use_multi_worker(no_cluster,
+                                                                        monkeypatch, tmp_path):
+    from tests.conftest import tiny_classification_config
+    from cnn_apps.training import train
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:3"]},
+        "task": {"type": "chief", "index": 0}}))
+    config = tiny_classification_config("ps", strategy="parameter_server")
+    with pytest.raises(ConfigError, match="does not drive a ParameterServerStrategy.*"
+                                          "use strategy=multi_worker"):
+        train("classification", config, runs_root=tmp_path, verbose=0, export=False)
+    assert not any(tmp_path.iterdir())
