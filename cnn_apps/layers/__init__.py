@@ -14,11 +14,12 @@ from cnn_apps.layers.regularization import *  # noqa: F401,F403
 from cnn_apps.layers.roi import *  # noqa: F401,F403
 from cnn_apps.layers.sequence import *  # noqa: F401,F403
 from cnn_apps.layers.shortcuts import *  # noqa: F401,F403
+from cnn_apps.layers.structured import *  # noqa: F401,F403
 from cnn_apps.layers import (activations, convolution, inception, margin, pooling,
-                             regularization, roi, sequence, shortcuts)
+                             regularization, roi, sequence, shortcuts, structured)
 
 _MODULES = (convolution, inception, sequence, shortcuts, pooling, activations, regularization,
-            margin, roi)
+            margin, roi, structured)
 
 
 def list_layers():
