@@ -52,9 +52,6 @@ _GOOGLENET_MODULES = {
     "4e": (256, 160, 320, 32, 128, 128),
     "5a": (256, 160, 320, 32, 128, 128), "5b": (384, 192, 384, 48, 128, 128),
 }
-# Attribute on GoogLeNet's output tensor carrying the 4a/4d maps to the head when
-# aux_heads=True: the registry hands a head only (feature_map, num_classes).
-_AUX_ATTR = "_cnn_apps_googlenet_aux"
 
 
 def _googlenet_lrn(name):
@@ -72,14 +69,14 @@ def _aux_classifier(x, num_classes, name):
     return keras.layers.Dense(num_classes, activation="softmax", name=name, dtype="float32")(x)
 
 
-def googlenet_head(feature_map, num_classes):
+def googlenet_head(feature_map, num_classes, graph=None):
     """GAP → dropout 0.4 → FC softmax; plus the auxiliary classifiers when the backbone was
     built with ``aux_heads=True`` (then a dict ``{"predictions", "aux1", "aux2"}``)."""
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(feature_map)
     x = keras.layers.Dropout(0.4, name="dropout")(x)
     predictions = keras.layers.Dense(num_classes, activation="softmax", name="predictions",
                                      dtype="float32")(x)
-    aux_sources = getattr(feature_map, _AUX_ATTR, None)
+    aux_sources = (graph.extras if graph is not None else {}).get("aux_sources")
     if aux_sources is None:
         return predictions
     return {"predictions": predictions,
@@ -112,10 +109,9 @@ def googlenet(inputs, imagenet=False, aux_heads=False):
         if name in ("4a", "5a"):
             x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{name[0]}")(x)
         x = maps[name] = InceptionModule(*widths, variant="v1", name=f"inception_{name}")(x)
-    if aux_heads:
-        setattr(x, _AUX_ATTR, (maps["4a"], maps["4d"]))
+    extras = {"aux_sources": (maps["4a"], maps["4d"])} if aux_heads else {}
     return BackboneGraph(output=x, features={"P2": norm2, "P3": maps["3b"], "P4": maps["4e"],
-                                             "P5": maps["5b"]})
+                                             "P5": maps["5b"]}, extras=extras)
 
 
 def _conv_bn(x, filters, kernel, name, strides=1, padding="same"):

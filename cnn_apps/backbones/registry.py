@@ -12,6 +12,7 @@ levels they have). ``create`` turns that graph into one of three models:
 from __future__ import annotations
 
 import difflib
+import inspect
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ class BackboneGraph:
 
     output: object                       # final feature map (N, h, w, C)
     features: dict = field(default_factory=dict)  # {"P2": tensor, ...} by stride
+    extras: dict = field(default_factory=dict)    # other tensors a paper head needs (aux heads)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class BackboneSpec:
     builder: Callable                    # builder(inputs, imagenet=False, **kwargs) -> BackboneGraph
     default_input_shape: tuple
     description: str
-    head: Callable | None = None         # head(feature_map, num_classes) -> probabilities tensor
+    head: Callable | None = None         # head(feature_map, num_classes[, graph]) -> probabilities
     imagenet_weights: bool = False       # keras.applications ships ImageNet weights
     preprocessing: str = "unit"          # see cnn_apps.backbones.preprocessing.ImagePreprocessing
     min_input_size: int = 32
@@ -111,7 +113,10 @@ def create(name: str, input_shape=None, weights=None, features_only: bool = Fals
                             name=f"{name}_features")
     elif num_classes:
         head = spec.head or global_pool_head
-        model = keras.Model(inputs, head(graph.output, num_classes), name=name)
+        wants_graph = "graph" in inspect.signature(head).parameters
+        outputs = (head(graph.output, num_classes, graph=graph) if wants_graph
+                   else head(graph.output, num_classes))
+        model = keras.Model(inputs, outputs, name=name)
     else:
         model = keras.Model(inputs, graph.output, name=name)
     if weights is not None and not imagenet:
