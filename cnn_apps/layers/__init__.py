@@ -10,16 +10,17 @@ from cnn_apps.layers.convolution import *  # noqa: F401,F403
 from cnn_apps.layers.inception import *  # noqa: F401,F403
 from cnn_apps.layers.margin import *  # noqa: F401,F403
 from cnn_apps.layers.pooling import *  # noqa: F401,F403
+from cnn_apps.layers.quantized import *  # noqa: F401,F403
 from cnn_apps.layers.regularization import *  # noqa: F401,F403
 from cnn_apps.layers.roi import *  # noqa: F401,F403
 from cnn_apps.layers.sequence import *  # noqa: F401,F403
 from cnn_apps.layers.shortcuts import *  # noqa: F401,F403
 from cnn_apps.layers.structured import *  # noqa: F401,F403
 from cnn_apps.layers import (activations, convolution, inception, margin, pooling,
-                             regularization, roi, sequence, shortcuts, structured)
+                             quantized, regularization, roi, sequence, shortcuts, structured)
 
 _MODULES = (convolution, inception, sequence, shortcuts, pooling, activations, regularization,
-            margin, roi, structured)
+            margin, roi, structured, quantized)
 
 
 def list_layers():
