@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from cnn_apps.applications.generative.vae import (_images_and_labels, _label_maps, _single,
+from cnn_apps.applications.generative.vae import (OneHotLabels, _images_and_labels, _single,
                                                   check_image_shape)
 
 __all__ = ["GAN", "build_generator", "build_discriminator", "discriminator_loss",
@@ -51,9 +51,7 @@ def build_generator(image_shape, latent_dim, width=32, num_classes=0):
     if num_classes:
         labels = keras.Input((), dtype="int32", name="labels")
         inputs.append(labels)
-        one_hot = keras.layers.Lambda(
-            lambda y: ops.one_hot(ops.cast(ops.reshape(y, (-1,)), "int32"), num_classes),
-            name="one_hot", output_shape=(num_classes,))(labels)
+        one_hot = OneHotLabels(num_classes, name="one_hot")(labels)
         x = keras.layers.Concatenate(name="with_labels")([z, one_hot])
     x = keras.layers.Dense((height // 4) * (wid // 4) * 2 * width, use_bias=False,
                            name="project")(x)
@@ -78,9 +76,7 @@ def build_discriminator(image_shape, width=32, num_classes=0):
     if num_classes:
         labels = keras.Input((), dtype="int32", name="labels")
         inputs.append(labels)
-        maps = keras.layers.Lambda(
-            lambda y: _label_maps(y, num_classes, height, wid), name="label_maps",
-            output_shape=(height, wid, num_classes))(labels)
+        maps = OneHotLabels(num_classes, height, wid, name="label_maps")(labels)
         x = keras.layers.Concatenate(name="with_labels")([images, maps])
     x = keras.layers.Conv2D(width, 4, strides=2, padding="same", name="conv1")(x)
     x = keras.layers.LeakyReLU(0.2, name="conv1_lrelu")(x)

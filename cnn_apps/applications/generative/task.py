@@ -245,6 +245,16 @@ class GenerativeTask(Task):
         return first
 
 
+    def warmup_inputs(self, info, batch_size=2):
+        """Named inputs of the serving signatures: ``z``, ``labels``, ``images``."""
+        rng = np.random.default_rng(0)
+        classes = max(1, int(info.get("num_classes", 0)))
+        return {"z": rng.standard_normal((batch_size, int(info["latent_dim"]))).astype(np.float32),
+                "labels": (np.arange(batch_size) % classes).astype(np.int32),
+                "images": rng.uniform(0, 255, (batch_size, *info["input_shape"])).astype(
+                    np.float32)}
+
+
 def discriminator_accuracy(model: GAN, images, labels, seed: int = 0) -> float:
     """Accuracy of D on the real ``images`` (→ real) and as many generated ones (→ fake)."""
     rng = np.random.default_rng(seed)

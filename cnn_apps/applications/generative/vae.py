@@ -30,7 +30,7 @@ import tensorflow as tf
 from keras import ops
 
 __all__ = ["VAE", "gaussian_kl", "bernoulli_log_likelihood", "negative_elbo",
-           "build_vae_encoder", "build_vae_decoder", "check_image_shape", "estimate_elbo"]
+           "build_vae_encoder", "build_vae_decoder", "check_image_shape", "estimate_elbo", "OneHotLabels"]
 
 
 def check_image_shape(image_shape):
@@ -67,10 +67,47 @@ def _single(inputs):
     return inputs[0] if len(inputs) == 1 else inputs
 
 
-def _label_maps(labels, num_classes, height, width):
-    one_hot = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), num_classes)
-    return ops.broadcast_to(one_hot[:, None, None, :],
-                            (ops.shape(one_hot)[0], height, width, num_classes))
+@keras.saving.register_keras_serializable(package="cnn_apps")
+class OneHotLabels(keras.layers.Layer):
+    """Integer class labels (N,) → one-hot float (N, K), or constant label maps (N, H, W, K)
+    when ``height`` and ``width`` are given (how the CVAE / CGAN condition conv inputs).
+
+    Args:
+        num_classes: K ≥ 2. height, width: spatial size of the maps (both or neither).
+
+    Example:
+        maps = OneHotLabels(10, 16, 16)(labels)        # (N, 16, 16, 10)
+        x = keras.layers.Concatenate()([images, maps])
+    """
+
+    def __init__(self, num_classes, height=None, width=None, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if (height is None) != (width is None):
+            raise ValueError("height and width must be given together (label maps) or not at "
+                             f"all (one-hot vectors), got height={height}, width={width}")
+        self.num_classes = int(num_classes)
+        self.height = None if height is None else int(height)
+        self.width = None if width is None else int(width)
+
+    def call(self, labels):
+        one_hot = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), self.num_classes,
+                              dtype=self.compute_dtype)
+        if self.height is None:
+            return one_hot
+        return ops.broadcast_to(one_hot[:, None, None, :],
+                                (ops.shape(one_hot)[0], self.height, self.width,
+                                 self.num_classes))
+
+    def compute_output_shape(self, input_shape):
+        if self.height is None:
+            return (input_shape[0], self.num_classes)
+        return (input_shape[0], self.height, self.width, self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "height": self.height,
+                "width": self.width}
 
 
 def build_vae_encoder(image_shape, latent_dim, width=32, num_classes=0):
@@ -82,9 +119,7 @@ def build_vae_encoder(image_shape, latent_dim, width=32, num_classes=0):
     if num_classes:
         labels = keras.Input((), dtype="int32", name="labels")
         inputs.append(labels)
-        maps = keras.layers.Lambda(
-            lambda y: _label_maps(y, num_classes, height, wid), name="label_maps",
-            output_shape=(height, wid, num_classes))(labels)
+        maps = OneHotLabels(num_classes, height, wid, name="label_maps")(labels)
         x = keras.layers.Concatenate(name="with_labels")([x, maps])
     x = keras.layers.Conv2D(width, 4, strides=2, padding="same", activation="relu",
                             name="conv1")(x)
@@ -107,9 +142,7 @@ def build_vae_decoder(image_shape, latent_dim, width=32, num_classes=0):
     if num_classes:
         labels = keras.Input((), dtype="int32", name="labels")
         inputs.append(labels)
-        one_hot = keras.layers.Lambda(
-            lambda y: ops.one_hot(ops.cast(ops.reshape(y, (-1,)), "int32"), num_classes),
-            name="one_hot", output_shape=(num_classes,))(labels)
+        one_hot = OneHotLabels(num_classes, name="one_hot")(labels)
         x = keras.layers.Concatenate(name="with_labels")([z, one_hot])
     x = keras.layers.Dense(8 * width, activation="relu", name="fc")(x)
     x = keras.layers.Dense((height // 4) * (wid // 4) * 2 * width, activation="relu",
