@@ -158,12 +158,19 @@ class FFTConv2D(_Conv2DLike):
         kernel = ops.transpose(ops.cast(self.kernel, "float32"), (2, 3, 0, 1))  # (C, O, kh, kw)
         kernel = ops.pad(kernel, [[0, 0], [0, 0], [0, height - kh], [0, width - kw]])
         k_re, k_im = ops.fft2((kernel, ops.zeros_like(kernel)))
-        # Σ_c X·conj(K): (a + ib)(c − id) = (ac + bd) + i(bc − ad)
-        y_re = (ops.einsum("bchw,cohw->bohw", x_re, k_re)
-                + ops.einsum("bchw,cohw->bohw", x_im, k_im))
-        y_im = (ops.einsum("bchw,cohw->bohw", x_im, k_re)
-                - ops.einsum("bchw,cohw->bohw", x_re, k_im))
-        y, _ = ops.ifft2((y_re, y_im))
+        # Σ_c X·conj(K) per frequency as ONE real batched matmul:
+        # [X_re X_im] · [[K_re, −K_im], [K_im, K_re]] = [Σ X_re K_re + X_im K_im,
+        #                                                 Σ X_im K_re − X_re K_im].
+        channels, filters = int(self.kernel.shape[2]), self.filters
+        x_pair = ops.transpose(ops.concatenate([x_re, x_im], axis=1), (2, 3, 0, 1))
+        x_pair = ops.reshape(x_pair, (-1, ops.shape(x_pair)[2], 2 * channels))  # (HW, B, 2C)
+        k_block = ops.concatenate([ops.concatenate([k_re, -k_im], axis=1),
+                                   ops.concatenate([k_im, k_re], axis=1)], axis=0)
+        k_block = ops.reshape(ops.transpose(k_block, (2, 3, 0, 1)),
+                              (-1, 2 * channels, 2 * filters))        # (HW, 2C, 2O)
+        y = ops.matmul(x_pair, k_block)                               # (HW, B, 2O)
+        y = ops.transpose(ops.reshape(y, (height, width, -1, 2 * filters)), (2, 3, 0, 1))
+        y, _ = ops.ifft2((y[:, :filters], y[:, filters:]))
         y = ops.transpose(y[:, :, :height - kh + 1, :width - kw + 1], (0, 2, 3, 1))
         return self._finish(ops.cast(y, self.compute_dtype))
 
@@ -228,9 +235,11 @@ class WinogradConv2D(_Conv2DLike):
         g = ops.cast(WINOGRAD_F2X2_3X3["G"], self.compute_dtype)
         u = ops.einsum("ai,ijco,bj->abco", g, ops.cast(self.kernel, self.compute_dtype), g)
         m = ops.matmul(v, ops.reshape(u, (16, channels, self.filters)))   # (16, P, O)
-        a_t = ops.cast(WINOGRAD_F2X2_3X3["AT"], self.compute_dtype)
         m = ops.reshape(m, (4, 4, -1, self.filters))
-        y = ops.einsum("ia,abpo,jb->pijo", a_t, m, a_t)               # (P, 2, 2, O)
+        # Aᵀ m A with Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]], written as adds (no multiplies).
+        rows = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]               # 2 × (4, P, O)
+        y = ops.stack([ops.stack([r[0] + r[1] + r[2], r[1] - r[2] - r[3]], axis=1)
+                       for r in rows], axis=1)                        # (P, 2, 2, O)
         y = ops.reshape(y, (-1, tiles_h, tiles_w, 2, 2, self.filters))
         y = ops.transpose(y, (0, 1, 3, 2, 4, 5))
         y = ops.reshape(y, (-1, 2 * tiles_h, 2 * tiles_w, self.filters))
