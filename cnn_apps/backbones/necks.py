@@ -135,7 +135,7 @@ class FeaturePyramid(keras.layers.Layer):
 
 def feature_pyramid_model(backbone, channels=256, extra_level=False, input_shape=None,
                           levels=None, **backbone_options):
-    """Image → FPN levels: a registered backbone's ``features_only`` model + :class:`FeaturePyramid`.
+    """Image → FPN levels: a backbone's ``features_only`` model + :class:`FeaturePyramid`.
 
     Args:
         backbone: a registered backbone name, or a ``features_only`` Keras model (dict output).
@@ -204,4 +204,5 @@ def attach_classification_head(backbone_model, num_classes, dropout_rate=0.0, le
         x = keras.layers.Dropout(float(dropout_rate), name="head_dropout")(x)
     probs = keras.layers.Dense(num_classes, activation="softmax", name="head_predictions",
                                dtype="float32")(x)
-    return keras.Model(_model_inputs(backbone_model), probs, name=f"{backbone_model.name}_classifier")
+    return keras.Model(_model_inputs(backbone_model), probs,
+                       name=f"{backbone_model.name}_classifier")

@@ -282,3 +282,17 @@ def test_bad_layer_arguments_raise_value_error():
         ChannelShuffle(4)(np.zeros((1, 2, 2, 6), "float32"))
     with pytest.raises(ValueError, match="channels"):
         SubsampledZeroPadShortcut(2)(np.zeros((1, 2, 2, 6), "float32"))
+
+
+@pytest.mark.parametrize("name, options", [("shufflenet_v2", {}),
+                                           ("resnet_stochastic_depth", {"depth": 8})])
+def test_models_with_custom_layers_save_and_load(name, options, tmp_path):
+    import keras
+
+    model = backbones.create(name, input_shape=(32, 32, 3), num_classes=4, **options)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = np.random.default_rng(4).uniform(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-5,
+                               atol=1e-6)
