@@ -165,6 +165,15 @@ def test_lfw_subset_is_faces_then_non_faces():
                                   expected.astype(int))
 
 
+def test_metric_data_names_lfw_and_rejects_unknown_datasets():
+    from cnn_apps.applications.metric_learning import load_metric_data
+
+    data = load_metric_data({"dataset": "lfw_subset", "image_size": [32, 32], "channels": 1})
+    assert data.num_classes == 2 and len(data.y_test) == 40
+    with pytest.raises(ValueError, match="data.dataset"):
+        load_metric_data({"dataset": "mnist"})
+
+
 def test_pk_training_batches_from_the_task():
     config = tiny_metric_config(classes_per_batch=3, samples_per_class=2)
     images, targets = next(iter(TASK.train_dataset(config)))
