@@ -6,7 +6,10 @@ grid of generated images: one row per class for the conditional models) and ``me
 * VAE / CVAE: the ELBO per test image in nats (Monte-Carlo over ``elbo_samples`` draws of
   z ~ q(z|x)), split into its reconstruction log-likelihood and KL terms (see ``vae.py`` for
   what the Bernoulli "nats" mean on grey pixels).
-* DCGAN / CGAN: the discriminator's accuracy on the test images against as many samples.
+* DCGAN / CGAN: the discriminator's accuracy on the test images against as many samples,
+  in inference mode. D's batch-norm moving statistics were accumulated over separate real
+  and fake batches, so this number is rough (a D that calls everything fake scores 0.5);
+  it says whether D still separates the two, not how good the samples are.
 * All models: a cheap *sample-quality proxy*: a logistic-regression digit classifier fit on
   the real training images (8×8 area-downsampled) is applied to ``samples_per_class ×
   classes`` generated images. ``sample_confidence`` is its mean top probability (high when the
