@@ -478,7 +478,6 @@ class ACDCDense(_SquareStructured):
 
     def __init__(self, units=None, activation=None, use_bias=True, diagonal_initializer=None,
                  bias_initializer="zeros", **kwargs):
-        kwargs.pop("seed", None)
         super().__init__(units, activation, use_bias, bias_initializer, None, **kwargs)
         self.diagonal_initializer = (keras.initializers.get(diagonal_initializer)
                                      if diagonal_initializer is not None else None)
