@@ -58,6 +58,19 @@ def _bytes(path: Path) -> dict:
     return {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9))}
 
 
+def _model_bytes(model) -> dict:
+    """Bytes of ``model`` saved as .keras without optimizer state (a fresh copy), plain and
+    gzip-compressed (the size Han et al. report for pruned models)."""
+    import tempfile
+
+    from cnn_apps.compression._graph import rebuild
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        rebuild(model).save(path)
+        return _bytes(path)
+
+
 def _stats(model) -> dict:
     from cnn_apps.compression._graph import count_nonzero, count_params
 
@@ -123,7 +136,7 @@ def compress_run(run_dir, method, options=None, finetune_epochs=0, out_dir=None,
         if hasattr(task, "data") else None
 
     before = _headline(task.evaluate(model, config))
-    before.update(_stats(model), **_bytes(run_dir / "best.keras"))
+    before.update(_stats(model), **_model_bytes(model))
     details, suffix = {}, ".keras"
     compressed = None
     if method == "svd":
@@ -204,7 +217,7 @@ def compress_run(run_dir, method, options=None, finetune_epochs=0, out_dir=None,
         with atomic_path(target) as tmp:
             compressed.save(tmp)
     after = _headline(task.evaluate(compressed, config))
-    after.update(**_bytes(target))
+    after.update(**(_model_bytes(compressed) if suffix == ".keras" else _bytes(target)))
     if suffix == ".keras":
         after.update(_stats(compressed))
     else:

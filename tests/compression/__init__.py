@@ -1,0 +1,1 @@
+"""Tests of cnn_apps.compression."""
