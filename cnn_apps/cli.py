@@ -91,6 +91,21 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--num-versions", type=int, default=1, help="latest: how many versions")
     sc.add_argument("--versions", type=int, nargs="+", help="specific: which versions")
 
+    co = sub.add_parser("compress", help="compress a trained run: svd | prune | filter_prune | "
+                                         "hash | pq | binary | int8",
+                        description="Compress RUN_DIR's best model, optionally fine-tune it, "
+                                    "and write compressed_<method>.keras (.tflite for int8) and "
+                                    "compress_report.json: parameters, bytes on disk, top-1 "
+                                    "before/after and latency ratio.",
+                        epilog="examples: cnn-apps compress runs/classification/default "
+                               "method=svd param_ratio=0.4 finetune_epochs=3 | method=prune "
+                               "sparsity=0.9 finetune_epochs=5 | method=pq clusters=16 | "
+                               "method=int8")
+    co.add_argument("run_dir", help="run folder (best.keras + config.yaml)")
+    co.add_argument("options", nargs="+", metavar="key=value",
+                    help="method=... plus method options and finetune_epochs=N")
+    co.add_argument("--out", help="output folder (default: the run folder)")
+
     be = sub.add_parser("bench", help="run a benchmark from bench/",
                         description="Run bench/NAME.py from the source checkout; it prints "
                                     "ratios against a peer measured in the same run.")
@@ -263,6 +278,20 @@ def cmd_serving_config(args) -> None:
     print(json.dumps({"path": str(path), "models": len(args.export_dirs)}))
 
 
+def cmd_compress(args) -> None:
+    from cnn_apps.compression.command import compress_run, parse_options
+    from cnn_apps.errors import CnnAppsError
+
+    options = parse_options(args.options)
+    method = options.pop("method", None)
+    if method is None:
+        raise CnnAppsError("compress needs method=svd|prune|filter_prune|hash|pq|binary|int8")
+    try:
+        compress_run(args.run_dir, method, options, out_dir=args.out)
+    except ValueError as exc:  # bad method options surface as one clear message
+        raise CnnAppsError(str(exc)) from exc
+
+
 def cmd_bench(args) -> None:
     import runpy
 
@@ -280,7 +309,7 @@ def cmd_bench(args) -> None:
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "export": cmd_export, "bench": cmd_bench,
-            "serving-config": cmd_serving_config}
+            "serving-config": cmd_serving_config, "compress": cmd_compress}
 
 
 def main(argv=None) -> int:
