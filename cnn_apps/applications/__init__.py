@@ -12,6 +12,9 @@ TASKS = {
     "classification": ("cnn_apps.applications.classification", "TASK",
                        "backbone + GAP + softmax or HD-CNN coarse-to-fine head; top-1/top-5",
                        "ready"),
+    "detection": ("cnn_apps.applications.detection", "TASK",
+                  "one-stage detectors (SSD, YOLO v1) on any backbone; COCO AP",
+                  "ready"),
     "generative": ("cnn_apps.applications.generative", "TASK",
                    "convolutional VAE/CVAE and DCGAN/CGAN on digits; ELBO, sample grids",
                    "ready"),
@@ -22,7 +25,6 @@ TASKS = {
 
 #: families in the design that are not built yet (shown by `cnn-apps list tasks`)
 PLANNED = {
-    "detection": "R-CNN, SPP-net, Fast/Faster R-CNN, SSD, YOLO; COCO AP",
     "segmentation": "FCN, dilated (DeepLab-style), multi-scale; mIoU",
     "saliency": "fully convolutional saliency maps; MAE, max F-beta",
     "pose": "DeepPose cascade, heatmap regression; PCK, OKS AP",

@@ -1,0 +1,96 @@
+"""Pieces shared by the one-stage detectors: the input/backbone stem, conv blocks and the
+in-graph post-processing to the TF Object Detection API outputs (survey S0 §5.2).
+
+Every detector model takes raw 0..255 pixels ``images`` (N, S, S, 3) and returns
+``{"raw": tensor}``; ``postprocess(raw, info)`` turns the raw tensor into::
+
+    detection_boxes   (N, max_detections, 4) normalized (ymin, xmin, ymax, xmax)
+    detection_scores  (N, max_detections)
+    detection_classes (N, max_detections) float32 label ids = class index + 1 (the OD API
+                      label-map convention; 0 would be background)
+    num_detections    (N,) float32 valid rows
+
+through class-aware ``tf.image.combined_non_max_suppression`` (``cnn_apps.ops.batched_nms``).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from cnn_apps import backbones
+from cnn_apps.backbones.preprocessing import ImagePreprocessing
+from cnn_apps.errors import ConfigError
+
+OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+
+def backbone_features(config, input_shape):
+    """``(inputs, {"P2": ..., ...})``: raw-pixel input → preprocessing → the backbone's
+    pyramid levels (``backbones.create(..., features_only=True)``, nested as ``backbone``)."""
+    name = config["backbone"]
+    spec = backbones.get_spec(name)
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    x = ImagePreprocessing(spec.preprocessing, name="preprocess")(inputs)
+    weights = config.get("weights")
+    net = backbones.create(name, input_shape=input_shape, features_only=True,
+                           weights=weights if weights == "imagenet" else None,
+                           **(config.get("backbone_args") or {}))
+    if weights not in (None, "imagenet"):
+        backbones.load_weights_file(net, weights)
+    net.name = "backbone"
+    features = net(x)
+    if not isinstance(features, dict) or not features:
+        raise ConfigError(f"backbone '{name}' exposes no pyramid levels for detection")
+    return inputs, features
+
+
+def pick_level(features, level, backbone):
+    if level not in features:
+        raise ConfigError(f"backbone '{backbone}' has no feature level '{level}'; available: "
+                          f"{', '.join(sorted(features))}")
+    return features[level]
+
+
+def conv_bn_relu(x, filters, kernel, strides, name):
+    """Conv (no bias) → BatchNorm → ReLU."""
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                            name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def nms_outputs(boxes, scores, info):
+    """Class-aware NMS of ``boxes`` (N, A, 4) normalized and per-class ``scores`` (N, A, C)
+    with ``info["postprocess"]`` thresholds → the four OD API outputs."""
+    import tensorflow as tf
+
+    from cnn_apps.ops import batched_nms
+
+    post = info["postprocess"]
+    max_det = int(post["max_detections"])
+    out = batched_nms(tf.cast(boxes, tf.float32), tf.cast(scores, tf.float32),
+                      max_output_per_class=max_det, max_total_size=max_det,
+                      iou_threshold=float(post["nms_iou_threshold"]),
+                      score_threshold=float(post["score_threshold"]), clip_boxes=True)
+    return {"detection_boxes": out["boxes"], "detection_scores": out["scores"],
+            "detection_classes": tf.cast(out["classes"], tf.float32) + 1.0,
+            "num_detections": tf.cast(out["num_detections"], tf.float32)}
+
+
+def postprocess_config(config):
+    """The NMS settings stored in ``model_info`` (serving reads them from there)."""
+    values = {"nms_iou_threshold": float(config.get("nms_iou_threshold", 0.5)),
+              "score_threshold": float(config.get("score_threshold", 0.05)),
+              "max_detections": int(config.get("max_detections", 100))}
+    if not 0.0 < values["nms_iou_threshold"] <= 1.0:
+        raise ConfigError(f"nms_iou_threshold must be in (0, 1], got "
+                          f"{values['nms_iou_threshold']}")
+    if values["max_detections"] < 1:
+        raise ConfigError(f"max_detections must be >= 1, got {values['max_detections']}")
+    return values
+
+
+def smooth_l1(x):
+    """Huber with δ = 1 (Fast R-CNN's smooth L1): 0.5x² if |x| < 1 else |x| − 0.5."""
+    ax = keras.ops.abs(x)
+    return keras.ops.where(ax < 1.0, 0.5 * x * x, ax - 0.5)

@@ -1,0 +1,219 @@
+"""Detection data: records → fixed-size images + padded normalized ground truth, box-aware
+augmentation (survey S0 §3.7 data augmentation; §5.2 object detection).
+
+Every detector sees the same model-agnostic examples:
+
+* ``image``: float32 (S, S, 3) raw pixels 0..255, the whole image resized to S×S (aspect ratio
+  not kept, as SSD and YOLO do);
+* ``gt``: float32 (max_boxes, 5) rows ``(ymin, xmin, ymax, xmax, class)`` with boxes
+  *normalized* to [0, 1] of the image; unused rows are ``(0, 0, 0, 0, −1)``. Valid rows come
+  first. Objects beyond ``max_boxes`` are dropped (largest kept).
+
+Augmentation (training only, all in-graph and box-aware):
+
+* horizontal flip: ``xmin' = 1 − xmax``, ``xmax' = 1 − xmin``;
+* scale jitter + random crop: a window of side ``s ∈ [min_scale, max_scale]`` (fractions of
+  the image; s > 1 zooms out and pads with grey) at a random position is resized back to S×S;
+  boxes are mapped into the window, clipped to [0, 1] and dropped when less than
+  ``min_visible`` of their area is left (or they become thinner than 1e-3).
+
+Example::
+
+    records, categories = load_detection_records(config["data"], "train")
+    images, gt = records_to_arrays(records, 128, max_boxes=20)
+    ds = make_detection_dataset(images, gt, batch_size=16, training=True, augment=cfg["augment"])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnn_apps.errors import ConfigError, DataError
+
+__all__ = ["DATASETS", "load_detection_records", "records_to_arrays", "flip_example",
+           "crop_example", "random_crop_window", "augment_example", "make_detection_dataset"]
+
+DATASETS = ("shapes", "coco", "voc")
+_PAD_VALUE = 114.0  # grey used where a zoomed-out window leaves the image
+
+
+def load_detection_records(data_cfg: dict, split: str):
+    """``DetectionDataset`` ``(records, categories)`` for ``split`` ("train" or "val").
+
+    ``data.dataset``: ``shapes`` (generated under ``data.root`` with ``num_train``/``num_val``
+    images of ``shapes_image_size`` px), ``coco`` (``data.{split}_annotations`` JSON and
+    ``data.{split}_images`` folder) or ``voc`` (``data.root`` in VOC layout, split files
+    ``ImageSets/Main/<data.{split}_split>.txt``, classes ``data.class_names`` or the 20 VOC
+    classes).
+    """
+    name = data_cfg.get("dataset")
+    if name not in DATASETS:
+        raise ConfigError(f"data.dataset must be one of {', '.join(DATASETS)}, got '{name}'")
+    if split not in ("train", "val"):
+        raise ValueError(f"`split` must be 'train' or 'val'; got '{split}'.")
+    if name == "shapes":
+        from cnn_apps.data.shapes import load_shapes
+
+        return load_shapes(data_cfg.get("root") or "data/shapes", split,
+                           num_train=int(data_cfg.get("num_train", 256)),
+                           num_val=int(data_cfg.get("num_val", 64)),
+                           image_size=int(data_cfg.get("shapes_image_size", 128)),
+                           max_objects=int(data_cfg.get("max_objects", 4)),
+                           seed=int(data_cfg.get("shapes_seed", 0)))
+    if name == "coco":
+        from cnn_apps.data.coco import load_coco_detection
+
+        ann, images = data_cfg.get(f"{split}_annotations"), data_cfg.get(f"{split}_images")
+        if not ann:
+            raise ConfigError(f"data.dataset=coco needs data.{split}_annotations (a COCO "
+                              f"instances JSON)")
+        return load_coco_detection(ann, images)
+    from cnn_apps.data.voc import load_voc_detection
+
+    if not data_cfg.get("root"):
+        raise ConfigError("data.dataset=voc needs data.root (a folder with Annotations/, "
+                          "JPEGImages/, ImageSets/Main/)")
+    return load_voc_detection(data_cfg["root"], data_cfg.get(f"{split}_split") or split,
+                              class_names=data_cfg.get("class_names") or None)
+
+
+def records_to_arrays(records, image_size: int, max_boxes: int, max_images=None):
+    """Decode and resize every record's image; ``(images uint8 (N, S, S, 3), gt (N, max_boxes,
+    5))`` with normalized boxes (see the module doc)."""
+    import cv2
+
+    from cnn_apps.data.images import read_image
+
+    if int(image_size) < 32:
+        raise ValueError(f"`image_size` must be >= 32 pixels; got {image_size}.")
+    if int(max_boxes) < 1:
+        raise ValueError(f"`max_boxes` must be >= 1; got {max_boxes}.")
+    records = list(records)[:max_images] if max_images else list(records)
+    if not records:
+        raise DataError("the detection split has no images")
+    size = int(image_size)
+    images = np.zeros((len(records), size, size, 3), np.uint8)
+    gt = np.zeros((len(records), int(max_boxes), 5), np.float32)
+    gt[..., 4] = -1.0
+    for i, rec in enumerate(records):
+        path = rec.get("image_path") or rec.get("file_name")
+        image = read_image(path, 3)
+        height, width = image.shape[:2]
+        interp = cv2.INTER_AREA if max(height, width) > size else cv2.INTER_LINEAR
+        images[i] = cv2.resize(image, (size, size), interpolation=interp).reshape(size, size, 3)
+        boxes = np.asarray(rec["boxes"], np.float32).reshape(-1, 4)
+        classes = np.asarray(rec["classes"]).reshape(-1)
+        if len(boxes) > max_boxes:  # keep the largest objects
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            keep = np.sort(np.argsort(-area, kind="stable")[:max_boxes])
+            boxes, classes = boxes[keep], classes[keep]
+        scale = np.array([height, width, height, width], np.float32)
+        gt[i, :len(boxes), :4] = np.clip(boxes / scale, 0.0, 1.0)
+        gt[i, :len(boxes), 4] = classes
+    return images, gt
+
+
+def flip_example(image, gt):
+    """Mirror ``image`` (H, W, C) left-right and its ``gt`` (M, 5) boxes; padding rows stay."""
+    import tensorflow as tf
+
+    valid = gt[:, 4:5] >= 0
+    flipped = tf.stack([gt[:, 0], 1.0 - gt[:, 3], gt[:, 2], 1.0 - gt[:, 1]], axis=-1)
+    boxes = tf.where(valid, flipped, gt[:, :4])
+    return tf.image.flip_left_right(image), tf.concat([boxes, gt[:, 4:]], axis=-1)
+
+
+def crop_example(image, gt, window, min_visible=0.5):
+    """Crop ``window`` ``(y0, x0, y1, x1)`` (normalized, may exceed [0, 1]: padded with grey)
+    out of ``image`` and resize it back to the image's size; map ``gt`` into the window.
+
+    A box becomes ``clip((b − (y0, x0, y0, x0)) / (h, w, h, w), 0, 1)``; it is dropped (row set
+    to padding) when its clipped area is below ``min_visible`` × its unclipped area in window
+    units, or its clipped height/width is below 1e-3. Valid rows are moved to the front.
+    """
+    import tensorflow as tf
+
+    window = tf.cast(window, tf.float32)
+    size = tf.shape(image)[:2]
+    crop = tf.image.crop_and_resize(tf.cast(image, tf.float32)[None], window[None], [0], size,
+                                    extrapolation_value=_PAD_VALUE)[0]
+    y0, x0, y1, x1 = window[0], window[1], window[2], window[3]
+    offset = tf.stack([y0, x0, y0, x0])
+    extent = tf.stack([y1 - y0, x1 - x0, y1 - y0, x1 - x0])
+    mapped = (gt[:, :4] - offset) / extent
+    clipped = tf.clip_by_value(mapped, 0.0, 1.0)
+
+    def area(b):
+        return tf.maximum(b[:, 2] - b[:, 0], 0.0) * tf.maximum(b[:, 3] - b[:, 1], 0.0)
+
+    keep = ((gt[:, 4] >= 0) & (area(clipped) >= min_visible * area(mapped))
+            & (clipped[:, 2] - clipped[:, 0] >= 1e-3) & (clipped[:, 3] - clipped[:, 1] >= 1e-3))
+    rows = tf.concat([clipped, gt[:, 4:]], axis=-1)
+    pad = tf.concat([tf.zeros_like(clipped), -tf.ones_like(gt[:, 4:])], axis=-1)
+    rows = tf.where(keep[:, None], rows, pad)
+    order = tf.argsort(tf.cast(~keep, tf.int32), stable=True)  # valid rows first
+    return crop, tf.gather(rows, order)
+
+
+def random_crop_window(seed, min_scale, max_scale):
+    """A random square window ``(y0, x0, y1, x1)`` of side ``s ~ U[min_scale, max_scale]``.
+
+    ``s <= 1``: inside the image; ``s > 1``: the image lies inside the window (zoom out)."""
+    import tensorflow as tf
+
+    side = tf.random.stateless_uniform([], seed, min_scale, max_scale)
+    offsets = tf.random.stateless_uniform([2], seed + 1)
+    y0 = tf.where(side <= 1.0, offsets[0] * (1.0 - side), -offsets[0] * (side - 1.0))
+    x0 = tf.where(side <= 1.0, offsets[1] * (1.0 - side), -offsets[1] * (side - 1.0))
+    return tf.stack([y0, x0, y0 + side, x0 + side])
+
+
+def augment_example(image, gt, seed, augment: dict):
+    """The configured random flip / scale-jitter crop / photometric jitter of one example."""
+    import tensorflow as tf
+
+    image = tf.cast(image, tf.float32)
+    if augment.get("horizontal_flip"):
+        flip = tf.random.stateless_uniform([], seed) < 0.5
+        flipped_image, flipped_gt = flip_example(image, gt)
+        image = tf.where(flip, flipped_image, image)
+        gt = tf.where(flip, flipped_gt, gt)
+    lo, hi = (float(v) for v in augment.get("scale_range") or (1.0, 1.0))
+    if lo <= 0 or hi < lo:
+        raise ConfigError(f"augment.scale_range must be [min, max] with 0 < min <= max; got "
+                          f"{augment.get('scale_range')}")
+    probability = float(augment.get("crop_probability", 0.0))
+    if probability > 0 and (lo, hi) != (1.0, 1.0):
+        window = random_crop_window(seed + 2, lo, hi)
+        cropped_image, cropped_gt = crop_example(image, gt, window,
+                                                 float(augment.get("min_visible", 0.5)))
+        use = tf.random.stateless_uniform([], seed + 4) < probability
+        image = tf.where(use, cropped_image, image)
+        gt = tf.where(use, cropped_gt, gt)
+    brightness = float(augment.get("brightness", 0.0))
+    if brightness:
+        image = image + tf.random.stateless_uniform([], seed + 5, -brightness,
+                                                    brightness) * 255.0
+    return tf.clip_by_value(image, 0.0, 255.0), gt
+
+
+def make_detection_dataset(images, gt, batch_size: int, *, training: bool, seed: int = 0,
+                           augment: dict | None = None):
+    """Batched ``(images float32 (B, S, S, 3), gt (B, max_boxes, 5))``; training shuffles
+    and applies :func:`augment_example` with a per-example stateless seed."""
+    import tensorflow as tf
+
+    if int(batch_size) < 1:
+        raise ValueError(f"`batch_size` must be >= 1; got {batch_size}.")
+    ds = tf.data.Dataset.from_tensor_slices((images, gt))
+    if training:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        counter = tf.data.Dataset.counter()
+        ds = tf.data.Dataset.zip((ds, counter))
+        aug = dict(augment or {})
+        ds = ds.map(lambda pair, n: augment_example(
+            pair[0], pair[1], tf.stack([tf.cast(n, tf.int32), tf.constant(seed, tf.int32)]), aug),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
