@@ -1,7 +1,7 @@
 """Fast convolution and structured dense layers vs their dense Keras counterparts (S0 §4).
 
 Two tables, all ratios measured in the same run on the same inputs (forward pass, inference,
-``tf.function`` without XLA, best of ``--repeats`` calls):
+``tf.function`` without XLA, least process CPU time of ``--repeats`` calls):
 
 1. ``FFTConv2D`` and ``WinogradConv2D`` (3×3 only) vs ``keras.layers.Conv2D`` over kernel sizes
    3..15 and map sizes 16..128 ("same" padding); the summary says, per map size, the smallest
@@ -39,10 +39,14 @@ SIZES = (256, 512, 1024, 2048, 4096, 8192)
 
 
 def time_forward(layer, x, repeats):
-    """Best (minimum) seconds of one compiled (graph, no XLA) forward call over ``repeats``.
+    """Least process CPU seconds (all threads) of one compiled (graph, no XLA) forward call
+    over ``repeats``.
 
-    The minimum, not the median: on a shared machine other jobs only ever add time, so the
-    fastest call is the least disturbed estimate of the layer's own cost."""
+    CPU time, not wall time: on a shared machine the wall time of a call mostly measures how
+    long it waited for a core (it varied 3x between identical runs here), while the CPU time
+    the process itself spends is stable to a few percent; the minimum drops the calls
+    disturbed by cache thrashing from other jobs. On an idle machine with T threads the wall
+    time is roughly the CPU time / T for all layers alike, so the ratios carry over."""
     import numpy as np
     import tensorflow as tf
 
@@ -55,9 +59,9 @@ def time_forward(layer, x, repeats):
     forward(x).numpy()  # trace + warm up
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         forward(x).numpy()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return float(np.min(times))
 
 
@@ -90,6 +94,20 @@ def conv_table(repeats, kernels, maps, batch, channels):
     return rows
 
 
+def fft_break_even(conv_rows, size):
+    """'kernel ≥ k' for the smallest k after which FFT always wins, or 'never …'."""
+    rows = sorted((r for r in conv_rows if r["map"] == size), key=lambda r: r["kernel"])
+    start = None
+    for r in rows:
+        if r["fft"] < r["conv"]:
+            start = r["kernel"] if start is None else start
+        else:
+            start = None
+    if start is None:
+        return "never in the measured range"
+    return f"kernel ≥ {start}"
+
+
 def growth_exponent(sizes, times):
     import numpy as np
 
@@ -118,7 +136,9 @@ def structured_table(repeats, sizes, batch):
         rows.append(row)
         print(f"n {n:5d}: " + "  ".join(f"{name} {row[name] * 1e3:8.3f} ms"
                                          for name in makers), flush=True)
-    exponents = {name: growth_exponent([r["n"] for r in rows], [r[name] for r in rows])
+    large = rows[-3:]   # the upper range, where per-call overhead matters least
+    exponents = {name: (growth_exponent([r["n"] for r in rows], [r[name] for r in rows]),
+                        growth_exponent([r["n"] for r in large], [r[name] for r in large]))
                  for name in makers}
     return rows, exponents
 
@@ -131,9 +151,9 @@ def render(conv_rows, dense_rows, exponents, args):
              f"`python bench/fast.py{' --quick' if args.quick else ''} --repeats {args.repeats}`"
              f" — TensorFlow {tf.__version__}, Keras {keras.__version__}, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
-             "(shared with other jobs while measured, so absolute times are noisy; ratios come "
-             "from the same run). Forward pass, inference, `tf.function` without XLA, "
-             "best of the repeats.",
+             "(shared with up to 8 other jobs while measured: times are process CPU time, "
+             "all threads, least of the repeats; wall time was 3x noisier). Forward pass, "
+             "inference, `tf.function` without XLA; ratios come from the same run.",
              "",
              f"### FFTConv2D / WinogradConv2D vs Conv2D (batch {args.batch}, "
              f"{args.channels}→{args.channels} channels, 'same' padding)", "",
@@ -146,11 +166,10 @@ def render(conv_rows, dense_rows, exponents, args):
                 f"| {r['winograd'] * 1e3:.2f} | {r['winograd'] / r['conv']:.2f} |")
         lines.append(f"| {r['map']} | {r['kernel']} | {r['conv'] * 1e3:.2f} | "
                      f"{r['fft'] * 1e3:.2f} | {r['fft'] / r['conv']:.2f} {wino}")
-    lines += ["", "Where FFT starts to win (smallest kernel with FFT ratio < 1):", ""]
+    lines += ["", "Where FFT starts to win (smallest kernel from which FFTConv2D is faster "
+              "than Conv2D for it and every larger measured kernel):", ""]
     for size in sorted({r["map"] for r in conv_rows}):
-        wins = [r["kernel"] for r in conv_rows if r["map"] == size and r["fft"] < r["conv"]]
-        lines.append(f"- map {size}×{size}: " + (f"kernel ≥ {min(wins)}" if wins
-                                                  else "never in the measured range"))
+        lines.append(f"- map {size}×{size}: " + fft_break_even(conv_rows, size))
     names = ["CirculantDense", "FastfoodDense", "ACDCDense"]
     lines += ["", f"### Structured dense layers vs Dense(n) (batch {args.batch_dense})", "",
               "Time ratio = layer / Dense; parameter ratio = layer / Dense.", "",
@@ -161,8 +180,11 @@ def render(conv_rows, dense_rows, exponents, args):
         times = " | ".join(f"{r[m] * 1e3:.3f} ({r[m] / r['Dense']:.3f})" for m in names)
         params = " | ".join(f"{r[m + '_params'] / r['Dense_params']:.5f}" for m in names)
         lines.append(f"| {r['n']} | {r['Dense'] * 1e3:.3f} | {times} | {params} |")
-    lines += ["", "Fitted growth exponent p (time ∝ n^p over the measured n):", ""]
-    lines += [f"- {name}: p = {value:.2f}" for name, value in exponents.items()]
+    upper = ", ".join(str(r["n"]) for r in dense_rows[-3:])
+    lines += ["", f"Fitted growth exponent p (time ∝ n^p), over all measured n and over the "
+              f"three largest ({upper}):", ""]
+    lines += [f"- {name}: p = {full:.2f} (all n), {top:.2f} (largest n)"
+              for name, (full, top) in exponents.items()]
     lines += ["", "At small n every layer is dominated by per-call overhead, which pulls all "
               "exponents below their asymptotic values (2 for Dense, ~1 for n log n).", ""]
     return "\n".join(lines)
