@@ -118,3 +118,16 @@ def test_predict_on_missing_input_is_clear(trained_run, capsys):
     result, _ = trained_run
     code, _, err = run_cli(capsys, "predict", str(result.run_dir), "/no/such/image.png")
     assert code == 2 and "/no/such/image.png" in err
+
+
+def test_predict_in_a_fresh_process(trained_run, tmp_path):
+    """The CLI must register the task's custom layers before loading best.keras."""
+    result, config = trained_run
+    from cnn_apps.applications.classification import TASK
+
+    image = tmp_path / "digit.png"
+    cv2.imwrite(str(image), TASK.data(config).x_test[0][..., ::-1])
+    out = subprocess.run([sys.executable, "-m", "cnn_apps.cli", "predict", str(result.run_dir),
+                          str(image)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.splitlines()[-1])["top_k"]

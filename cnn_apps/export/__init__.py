@@ -147,6 +147,15 @@ def load_run_model(source):
                            "or a .keras file)")
     info_path = model_path.parent / "model_info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info.setdefault("task", "classification")
+    # Importing the task module registers its custom layers and models with Keras; a fresh
+    # process (cnn-apps predict/export) cannot deserialize best.keras without it.
+    from cnn_apps.applications import get_task
+
+    get_task(info["task"])
+    import cnn_apps.layers  # noqa: F401  (registers every cnn_apps layer)
+    import cnn_apps.losses  # noqa: F401
+
     try:
         model = keras.saving.load_model(model_path, safe_mode=True)
     except ValueError as exc:
@@ -156,7 +165,6 @@ def load_run_model(source):
                            "with safe_mode=False; it is refused for safety") from exc
     if "input_shape" not in info:
         info["input_shape"] = list(model.inputs[0].shape[1:])
-    info.setdefault("task", "classification")
     return model, info
 
 
