@@ -252,13 +252,11 @@ class DistributedTrainer:
 
 
 def _output_names(model) -> list[str]:
-    outputs = model.outputs if getattr(model, "outputs", None) else None
-    names = getattr(model, "output_names", None)
-    if isinstance(getattr(model, "_outputs_struct", None), dict):
-        return list(model._outputs_struct.keys())
-    if names:
-        return list(names)
-    return ["output"] if outputs is None else [f"output_{i}" for i in range(len(outputs))]
+    """Output names in the order the model returns them (dict keys for dict outputs)."""
+    struct = getattr(model, "_outputs_struct", None)
+    if isinstance(struct, dict):
+        return list(struct)
+    return list(getattr(model, "output_names", None) or ["output"])
 
 
 def _as_dict(value, names):
