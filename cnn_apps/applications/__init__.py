@@ -13,7 +13,7 @@ TASKS = {
                        "backbone + GAP + softmax or HD-CNN coarse-to-fine head; top-1/top-5",
                        "ready"),
     "detection": ("cnn_apps.applications.detection", "TASK",
-                  "one-stage detectors (SSD, YOLO v1) on any backbone; COCO AP",
+                  "one-stage detectors (SSD, YOLO v1, YOLOv3) on any backbone; COCO AP",
                   "ready"),
     "generative": ("cnn_apps.applications.generative", "TASK",
                    "convolutional VAE/CVAE and DCGAN/CGAN on digits; ELBO, sample grids",

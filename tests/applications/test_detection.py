@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cnn_apps.applications.detection import (TASK, SSDMultiboxLoss, YoloV1Loss, crop_example,
+from cnn_apps.applications.detection import (TASK, SSDMultiboxLoss, YoloV1Loss, YoloV3Loss,
+                                             crop_example,
                                              flip_example, get_detector,
                                              make_detection_dataset, records_to_arrays)
 from cnn_apps.applications.detection.data import augment_example
@@ -145,6 +146,56 @@ def np_yolo_loss(gt, raw, s, b, c, l_coord=5.0, l_noobj=0.5):
     return np.array(out)
 
 
+def np_bce(logit, target):
+    p = sigmoid(logit)
+    return -(target * np.log(p) + (1 - target) * np.log(1 - p))
+
+
+def np_yolo_v3_loss(gt, raw, grids, anchors, c, ignore_iou):
+    """YOLOv3 loss with explicit loops: best-shape anchor assignment, ignore mask, BCE."""
+    table, offset = [], 0
+    for g, level in zip(grids, anchors):
+        for i in range(g):
+            for j in range(g):
+                for k in range(3):
+                    table.append((i, j, g, level[k][0], level[k][1]))
+    flat = [a for level in anchors for a in level]
+    out = []
+    for n in range(len(gt)):
+        rows = [r for r in gt[n] if r[4] >= 0]
+        owner = {}
+        for r in rows:
+            h, w = r[2] - r[0], r[3] - r[1]
+            ious = [min(h, ah) * min(w, aw) / (h * w + ah * aw - min(h, ah) * min(w, aw))
+                    for ah, aw in flat]
+            best = int(np.argmax(ious))
+            scale, k = best // 3, best % 3
+            g = grids[scale]
+            i = min(int(np.floor((r[0] + r[2]) / 2 * g)), g - 1)
+            j = min(int(np.floor((r[1] + r[3]) / 2 * g)), g - 1)
+            index = sum(3 * q * q for q in grids[:scale]) + (i * g + j) * 3 + k
+            owner.setdefault(index, r)
+        total = 0.0
+        for a, (i, j, g, ah, aw) in enumerate(table):
+            t = raw[n, a]
+            cy, cx = (i + sigmoid(t[1])) / g, (j + sigmoid(t[0])) / g
+            ph, pw = ah * np.exp(t[3]), aw * np.exp(t[2])
+            box = [cy - ph / 2, cx - pw / 2, cy + ph / 2, cx + pw / 2]
+            if a in owner:
+                r = owner[a]
+                h, w = r[2] - r[0], r[3] - r[1]
+                tx, ty = (r[1] + r[3]) / 2 * g - j, (r[0] + r[2]) / 2 * g - i
+                total += (2 - w * h) * ((sigmoid(t[0]) - tx) ** 2 + (sigmoid(t[1]) - ty) ** 2
+                                        + (t[2] - np.log(w / aw)) ** 2
+                                        + (t[3] - np.log(h / ah)) ** 2)
+                total += np_bce(t[4], 1.0)
+                total += sum(np_bce(t[5 + q], float(q == int(r[4]))) for q in range(c))
+            elif max([np_iou(box, r[:4]) for r in rows], default=0.0) < ignore_iou:
+                total += np_bce(t[4], 0.0)
+        out.append(total)
+    return np.array(out)
+
+
 def padded_gt(rows, max_boxes):
     gt = np.zeros((max_boxes, 5), np.float32)
     gt[:, 4] = -1
@@ -270,17 +321,37 @@ def test_yolo_v1_loss_matches_numpy_reference():
     np.testing.assert_allclose(got, np_yolo_loss(gt, raw, s, b, c), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("ignore_iou", [0.5, 0.05])
+def test_yolo_v3_loss_matches_numpy_reference(ignore_iou):
+    from cnn_apps.applications.detection.yolo_v3 import ANCHORS
+
+    grids, c = [4, 2, 1], 3
+    rng = np.random.default_rng(5)
+    raw = rng.normal(0, 1.0, (2, 3 * (16 + 4 + 1), 5 + c)).astype(np.float32)
+    gt = np.stack([padded_gt([[0.05, 0.05, 0.15, 0.14, 2],
+                              [0.06, 0.07, 0.16, 0.16, 0],   # same predictor: ignored
+                              [0.3, 0.2, 0.7, 0.6, 1],
+                              [0.1, 0.5, 0.95, 0.95, 1]], 5),
+                   padded_gt([[0.55, 0.0, 0.7, 0.3, 0]], 5)])
+    loss = YoloV3Loss(grids, ANCHORS, c, ignore_iou=ignore_iou)
+    got = keras.ops.convert_to_numpy(loss.call(gt, raw))
+    np.testing.assert_allclose(got, np_yolo_v3_loss(gt, raw, grids, ANCHORS, c, ignore_iou),
+                               rtol=1e-5, atol=1e-4)
+
+
 def test_loss_arguments_are_checked():
     with pytest.raises(ValueError, match="neg_pos_ratio"):
         SSDMultiboxLoss([(2, 2)], neg_pos_ratio=-1)
     with pytest.raises(ValueError, match="grid_size"):
         YoloV1Loss(grid_size=0)
+    with pytest.raises(ValueError, match="grid_sizes"):
+        YoloV3Loss([4, 2])
     with pytest.raises(ConfigError, match="model must be one of"):
         get_detector("rcnn")
 
 
 # -- training, evaluation, serving ------------------------------------------------------------
-@pytest.mark.parametrize("model_name", ["ssd", "yolo"])
+@pytest.mark.parametrize("model_name", ["ssd", "yolo", "yolo_v3"])
 def test_training_steps_decrease_loss(shapes_root, model_name):
     config = tiny_detection_config(shapes_root, model=model_name,
                                    augment={"horizontal_flip": False, "crop_probability": 0.0,
@@ -358,7 +429,7 @@ def test_saved_model_serving_applies_nms(ssd_run, tmp_path):
     assert int(tensor_out["num_detections"][0]) > 0
 
 
-@pytest.mark.parametrize("model_name", ["ssd", "yolo"])
+@pytest.mark.parametrize("model_name", ["ssd", "yolo", "yolo_v3"])
 def test_onnx_export_matches_keras(shapes_root, tmp_path, model_name):
     import onnxruntime as ort
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from cnn_apps.applications.detection import ssd, yolo
+from cnn_apps.applications.detection import ssd, yolo, yolo_v3
 from cnn_apps.errors import ConfigError
 
 
@@ -67,6 +67,11 @@ DETECTORS = {
                      lambda config, info: yolo.loss(config, info["detector"],
                                                     len(info["class_names"])),
                      yolo.postprocess),
+    "yolo_v3": Detector("yolo_v3", "YOLOv3: 3 scales x 3 anchors, objectness + class sigmoids",
+                        yolo_v3.build_model, yolo_v3.info,
+                        lambda config, info: yolo_v3.loss(config, info["detector"],
+                                                          len(info["class_names"])),
+                        yolo_v3.postprocess),
 }
 
 

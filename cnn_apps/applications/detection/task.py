@@ -37,7 +37,7 @@ class DetectionData(NamedTuple):
 
 class DetectionTask(Task):
     name = "detection"
-    description = "one-stage detectors (SSD, YOLO v1) on any backbone; COCO AP"
+    description = "one-stage detectors (SSD, YOLO v1, YOLOv3) on any backbone; COCO AP"
     monitor = ("val_loss", "min")
 
     def __init__(self):

@@ -1,0 +1,204 @@
+"""YOLOv3: multi-scale anchor-based one-stage detector (Redmon & Farhadi 2018; survey S0 §5.2).
+
+Three scales (backbone levels P3, P4, P5 = strides 8, 16, 32, merged top-down: the coarser
+map is upsampled and concatenated with the finer one) × 3 anchors each. Every predictor
+outputs ``(t_x, t_y, t_w, t_h, t_o, class logits)``; the box is::
+
+    cx = (j + σ(t_x)) / G,   cy = (i + σ(t_y)) / G,   w = a_w · exp(t_w),   h = a_h · exp(t_h)
+
+(G = the scale's grid size, anchors ``(a_h, a_w)`` normalized), objectness σ(t_o) and
+independent per-class sigmoids (multi-label). A ground-truth box is assigned to the one
+predictor — of the 9 anchors, the one whose shape (centred, size only) has the highest IoU
+with it, at the cell of its scale containing the box centre (the first object wins a
+predictor claimed twice). Loss per image::
+
+    Σ_assigned (2 − w·h)·[(σ(t_x) − x̂)² + (σ(t_y) − ŷ)² + (t_w − log(w/a_w))² + (t_h − log(h/a_h))²]
+    + Σ_assigned BCE(σ(t_o), 1) + Σ_{unassigned, max IoU(pred, gt) < ignore_iou} BCE(σ(t_o), 0)
+    + Σ_assigned Σ_c BCE(σ(t_c), 1[c = class])
+
+(predictors that are unassigned but overlap a ground truth by ``ignore_iou`` = 0.5 or more
+get no objectness loss). Scores at test time: σ(t_o)·σ(t_c), then class-aware NMS.
+
+The model returns one raw tensor (N, A, 5 + C): the scales flattened (P3 first; cells
+row-major, then the scale's 3 anchors) and concatenated.
+
+Example::
+
+    model = build_model(config, num_classes=4)           # {"raw": (N, A, 5 + C)}
+    loss = YoloV3Loss(grid_sizes=[16, 8, 4], anchors=ANCHORS, num_classes=4)
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from cnn_apps.applications.detection.common import (backbone_features, conv_bn_relu,
+                                                    nms_outputs, pick_level)
+from cnn_apps.ops import box_iou
+
+#: default anchors (height, width) as fractions of the image, 3 per scale, fine to coarse
+ANCHORS = [[[0.06, 0.06], [0.09, 0.13], [0.13, 0.09]],
+           [[0.18, 0.18], [0.2, 0.3], [0.3, 0.2]],
+           [[0.35, 0.35], [0.4, 0.55], [0.55, 0.4]]]
+MAX_LOG_SCALE = 4.0  # exp(4) ≈ 55×: keeps decoded sizes finite for wild outputs
+
+
+def v3_settings(config):
+    cfg = dict(config.get("yolo_v3") or {})
+    anchors = cfg.get("anchors") or ANCHORS
+    arr = np.asarray(anchors, np.float64)
+    if arr.shape != (3, 3, 2) or arr.min() <= 0:
+        raise ValueError(f"yolo_v3.anchors must be 3 scales × 3 positive (height, width) "
+                         f"pairs; got {anchors}.")
+    return {"levels": list(cfg.get("levels") or ["P3", "P4", "P5"]),
+            "head_channels": int(cfg.get("head_channels", 64)),
+            "anchors": arr.tolist(), "ignore_iou": float(cfg.get("ignore_iou", 0.5))}
+
+
+def build_model(config, num_classes):
+    """Raw-pixel images → ``{"raw": (N, A, 5 + num_classes)}``."""
+    s = v3_settings(config)
+    if len(s["levels"]) != 3:
+        raise ValueError(f"yolo_v3.levels must name 3 backbone levels; got {s['levels']}.")
+    size = int(config["image_size"])
+    inputs, features = backbone_features(config, (size, size, 3))
+    maps = [pick_level(features, level, config["backbone"]) for level in s["levels"]]
+    width, depth = s["head_channels"], 5 + num_classes
+    x = conv_bn_relu(maps[2], width, 1, 1, "v3_lateral2")
+    merged = [None, None, x]
+    for i in (1, 0):  # top-down: upsample the coarser merged map, concatenate the finer one
+        factor = int(maps[i].shape[1]) // int(x.shape[1])
+        up = keras.layers.UpSampling2D(factor, name=f"v3_up{i}")(x)
+        x = keras.layers.Concatenate(name=f"v3_concat{i}")([maps[i], up])
+        x = conv_bn_relu(x, width, 1, 1, f"v3_lateral{i}")
+        merged[i] = x
+    outputs = []
+    for i, fmap in enumerate(merged):
+        fmap = conv_bn_relu(fmap, width, 3, 1, f"v3_head{i}")
+        out = keras.layers.Conv2D(3 * depth, 1, name=f"v3_out{i}")(fmap)
+        outputs.append(keras.layers.Reshape((-1, depth), name=f"v3_flat{i}")(out))
+    raw = keras.layers.Concatenate(axis=1, name="raw", dtype="float32")(outputs)
+    return keras.Model(inputs, {"raw": raw}, name=f"yolo_v3_{config['backbone']}")
+
+
+def info(config, num_classes, model):
+    sizes = []
+    for i in range(3):
+        shape = model.get_layer(f"v3_out{i}").output.shape
+        if int(shape[1]) != int(shape[2]):
+            raise ValueError(f"YOLOv3 needs square grids; got {shape[1]}x{shape[2]}.")
+        sizes.append(int(shape[1]))
+    return {"name": "yolo_v3", "grid_sizes": sizes, "anchors": v3_settings(config)["anchors"]}
+
+
+def predictor_table(grid_sizes, anchors):
+    """Per raw row: ``(cell_y, cell_x, grid, anchor_h, anchor_w)`` float32 (A, 5)."""
+    rows = []
+    for g, level in zip(grid_sizes, anchors):
+        i, j, k = np.meshgrid(np.arange(g), np.arange(g), np.arange(3), indexing="ij")
+        a = np.asarray(level, np.float64)[k.reshape(-1)]
+        rows.append(np.stack([i.reshape(-1), j.reshape(-1), np.full(i.size, g),
+                              a[:, 0], a[:, 1]], axis=1))
+    return np.concatenate(rows).astype(np.float32)
+
+
+def _decode_boxes(raw, table):
+    cy = (table[:, 0] + ops.sigmoid(raw[..., 1])) / table[:, 2]
+    cx = (table[:, 1] + ops.sigmoid(raw[..., 0])) / table[:, 2]
+    h = table[:, 3] * ops.exp(ops.minimum(raw[..., 3], MAX_LOG_SCALE))
+    w = table[:, 4] * ops.exp(ops.minimum(raw[..., 2], MAX_LOG_SCALE))
+    return ops.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], axis=-1)
+
+
+def _bce_logits(logits, target):
+    """Binary cross-entropy of sigmoid(logits), stable form."""
+    return ops.maximum(logits, 0.0) - logits * target + ops.log1p(ops.exp(-ops.abs(logits)))
+
+
+@keras.saving.register_keras_serializable(package="cnn_apps")
+class YoloV3Loss(keras.losses.Loss):
+    """YOLOv3 loss (module doc) for ``y_true`` = padded gt (N, M, 5) and ``y_pred`` = raw
+    (N, A, 5 + C). Returns one value per image."""
+
+    def __init__(self, grid_sizes, anchors=ANCHORS, num_classes=1, ignore_iou=0.5,
+                 name="yolo_v3_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if len(grid_sizes) != 3 or min(int(g) for g in grid_sizes) < 1:
+            raise ValueError(f"`grid_sizes` must be 3 positive grid sizes; got {grid_sizes}.")
+        if int(num_classes) < 1:
+            raise ValueError(f"`num_classes` must be >= 1; got {num_classes}.")
+        self.grid_sizes = [int(g) for g in grid_sizes]
+        self.anchors = np.asarray(anchors, np.float64).tolist()
+        self.num_classes, self.ignore_iou = int(num_classes), float(ignore_iou)
+        self.table = predictor_table(self.grid_sizes, self.anchors)
+
+    def call(self, y_true, y_pred):
+        y_true, raw = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+        table = ops.convert_to_tensor(self.table)
+        gt, cls = y_true[..., :4], y_true[..., 4]
+        valid = cls >= 0
+        h, w = gt[..., 2] - gt[..., 0], gt[..., 3] - gt[..., 1]
+        cy, cx = (gt[..., 0] + gt[..., 2]) / 2, (gt[..., 1] + gt[..., 3]) / 2
+        flat = np.asarray(self.anchors, np.float32).reshape(9, 2)
+        inter = (ops.minimum(h[..., None], flat[:, 0]) * ops.minimum(w[..., None], flat[:, 1]))
+        shape_iou = inter / (h[..., None] * w[..., None] + flat[:, 0] * flat[:, 1] - inter)
+        best = ops.cast(ops.argmax(shape_iou, axis=-1), "int32")  # (N, M) in 0..8
+        scale, k = best // 3, best % 3
+        grids = ops.convert_to_tensor(np.array(self.grid_sizes, np.int32))
+        offsets = ops.convert_to_tensor(np.cumsum([0] + [3 * g * g for g in self.grid_sizes])
+                                        [:3].astype(np.int32))
+        g = ops.take(grids, scale)
+        gf = ops.cast(g, "float32")
+        row = ops.clip(ops.cast(ops.floor(cy * gf), "int32"), 0, g - 1)
+        col = ops.clip(ops.cast(ops.floor(cx * gf), "int32"), 0, g - 1)
+        index = ops.take(offsets, scale) + (row * g + col) * 3 + k
+        num_rows = self.table.shape[0]
+        onehot = ops.one_hot(index, num_rows) * ops.cast(valid, "float32")[..., None]
+        owner = onehot * ops.cast(ops.cumsum(onehot, axis=1) == 1.0, "float32")  # (N, M, A)
+        assigned = ops.sum(owner, axis=1)  # (N, A)
+        target = ops.einsum("nma,nmk->nak", owner, ops.concatenate(
+            [gt, ops.one_hot(ops.cast(ops.maximum(cls, 0), "int32"), self.num_classes)],
+            axis=-1))
+        t_box, t_cls = target[..., :4], target[..., 4:]
+        t_h, t_w = t_box[..., 2] - t_box[..., 0], t_box[..., 3] - t_box[..., 1]
+        t_cy, t_cx = (t_box[..., 0] + t_box[..., 2]) / 2, (t_box[..., 1] + t_box[..., 3]) / 2
+        safe = assigned > 0
+        t_x = t_cx * table[:, 2] - table[:, 1]
+        t_y = t_cy * table[:, 2] - table[:, 0]
+        t_tw = ops.log(ops.where(safe, t_w, 1.0) / table[:, 4])
+        t_th = ops.log(ops.where(safe, t_h, 1.0) / table[:, 3])
+        box_term = (2.0 - t_w * t_h) * (
+            ops.square(ops.sigmoid(raw[..., 0]) - t_x) + ops.square(ops.sigmoid(raw[..., 1]) - t_y)
+            + ops.square(raw[..., 2] - t_tw) + ops.square(raw[..., 3] - t_th))
+        pred_boxes = _decode_boxes(raw, table)
+        overlap = ops.where(valid[:, None, :], box_iou(pred_boxes, gt), 0.0)  # (N, A, M)
+        ignore = ops.stop_gradient(ops.max(overlap, axis=-1)) >= self.ignore_iou
+        no_obj = (1.0 - assigned) * (1.0 - ops.cast(ignore, "float32"))
+        obj_term = assigned * _bce_logits(raw[..., 4], 1.0) + no_obj * _bce_logits(raw[..., 4],
+                                                                                   0.0)
+        cls_term = assigned * ops.sum(_bce_logits(raw[..., 5:], t_cls), axis=-1)
+        return ops.sum(assigned * box_term + obj_term + cls_term, axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "grid_sizes": self.grid_sizes, "anchors": self.anchors,
+                "num_classes": self.num_classes, "ignore_iou": self.ignore_iou}
+
+
+def loss(config, det_info, num_classes):
+    return YoloV3Loss(det_info["grid_sizes"], det_info["anchors"], num_classes,
+                      v3_settings(config)["ignore_iou"])
+
+
+def decode(raw, det_info):
+    """Raw → (boxes (N, A, 4) normalized, scores σ(t_o)·σ(t_c) (N, A, C))."""
+    table = ops.convert_to_tensor(predictor_table(det_info["grid_sizes"], det_info["anchors"]))
+    raw = ops.cast(raw, "float32")
+    boxes = ops.clip(_decode_boxes(raw, table), 0.0, 1.0)
+    return boxes, ops.sigmoid(raw[..., 4:5]) * ops.sigmoid(raw[..., 5:])
+
+
+def postprocess(raw, info):
+    boxes, scores = decode(raw, info["detector"])
+    return nms_outputs(boxes, scores, info)
