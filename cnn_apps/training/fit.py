@@ -157,7 +157,7 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
     if freeze_epochs >= epochs and freeze_epochs:
         raise ConfigError(f"freeze_backbone_epochs ({freeze_epochs}) must be smaller than "
                           f"epochs ({epochs})")
-    plan = batch_plan(config["batch_size"], strategy.num_replicas_in_sync,
+    plan = batch_plan(config.get("batch_size"), strategy.num_replicas_in_sync,
                       config["learning_rate"], config.get("lr_scaling"),
                       config.get("lr_base_batch"))
     if chief:

@@ -130,13 +130,13 @@ def worker_count(strategy) -> int:
 class BatchPlan:
     """Global vs per-replica batch and the learning rate after scaling."""
 
-    global_batch: int
+    global_batch: int | None
     replicas: int
-    per_replica_batch: int
+    per_replica_batch: int | None
     base_learning_rate: float
     learning_rate: float
     lr_scaling: str
-    lr_base_batch: int
+    lr_base_batch: int | None
 
     def describe(self, strategy=None) -> str:
         where = ""
@@ -148,8 +148,10 @@ class BatchPlan:
             where += f" ({workers} workers), " if workers > 1 else ", "
         rule = ("" if self.lr_scaling == "none" else
                 f" = {self.base_learning_rate:g} x {self.global_batch}/{self.lr_base_batch}")
-        return (f"{where}{self.replicas} replica(s): global batch {self.global_batch} = "
-                f"{self.per_replica_batch} per replica; learning rate {self.learning_rate:g}"
+        batches = ("batches set by the task" if self.global_batch is None else
+                   f"global batch {self.global_batch} = {self.per_replica_batch} per replica")
+        return (f"{where}{self.replicas} replica(s): {batches}; "
+                f"learning rate {self.learning_rate:g}"
                 f"{rule} (lr_scaling {self.lr_scaling})")
 
 
@@ -161,13 +163,18 @@ def batch_plan(global_batch, replicas, learning_rate, lr_scaling="none",
     ``global_batch / lr_base_batch`` (``lr_base_batch`` defaults to ``global_batch``, i.e.
     no change until the batch is changed away from the base).
     """
+    lr_scaling = lr_scaling or "none"
+    if global_batch is None:  # the task sets its own batches (no batch_size key)
+        if lr_scaling != "none":
+            raise ConfigError(f"lr_scaling '{lr_scaling}' needs a batch_size (global batch)")
+        return BatchPlan(None, replicas, None, float(learning_rate), float(learning_rate),
+                         "none", None)
     if not isinstance(global_batch, int) or isinstance(global_batch, bool) or global_batch < 1:
         raise ConfigError(f"batch_size must be a positive integer (the global batch), "
                           f"got {global_batch!r}")
     if global_batch % replicas:
         raise ConfigError(f"batch_size {global_batch} (the global batch) must be divisible by "
                           f"the number of replicas ({replicas})")
-    lr_scaling = lr_scaling or "none"
     if lr_scaling not in LR_SCALING:
         raise ConfigError(f"lr_scaling must be one of {', '.join(LR_SCALING)}, "
                           f"got '{lr_scaling}'")

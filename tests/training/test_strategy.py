@@ -78,6 +78,8 @@ def test_batch_plan_splits_the_global_batch_and_scales_the_learning_rate():
     assert kept.learning_rate == 0.1 and kept.per_replica_batch == 32
     text = plan.describe()
     assert "global batch 256 = 32 per replica" in text and "learning rate 0.4" in text
+    own = batch_plan(None, 2, 0.1)  # a task that makes its own batches (no batch_size)
+    assert own.learning_rate == 0.1 and "batches set by the task" in own.describe()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -87,6 +89,7 @@ def test_batch_plan_splits_the_global_batch_and_scales_the_learning_rate():
     ((32.0, 1, 0.1), "batch_size must be a positive integer"),
     ((32, 1, 0.1, "sqrt"), "lr_scaling must be one of none, linear, got 'sqrt'"),
     ((32, 1, 0.1, "linear", 0), "lr_base_batch must be a positive integer"),
+    ((None, 2, 0.1, "linear", 32), "lr_scaling 'linear' needs a batch_size"),
 ])
 def test_batch_plan_rejects_bad_values(args, message):
     with pytest.raises(ConfigError, match=message):
