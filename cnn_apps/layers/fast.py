@@ -1,4 +1,4 @@
-"""Fast convolution algorithms (survey S0 §4; SEED_CHECKLIST F-01, F-02).
+"""Fast convolution algorithms (survey S0 §4.1; SEED_CHECKLIST F-01, F-02).
 
 * :class:`FFTConv2D` - convolution by pointwise products in the Fourier domain
   (Mathieu et al.; F-01);
@@ -125,7 +125,7 @@ class _Conv2DLike(keras.layers.Layer):
 class FFTConv2D(_Conv2DLike):
     """Conv2D computed with 2-D FFTs: ``y = a(F⁻¹[Σ_c F(x_c) · conj(F(K_{c,o}))] + b)``.
 
-    Survey S0 §4 (Mathieu et al.; SEED_CHECKLIST F-01). After the ``"same"`` zero padding the
+    Survey S0 §4.1 (Mathieu et al.; SEED_CHECKLIST F-01). After the ``"same"`` zero padding the
     input is ``Hp × Wp``; each kernel slice ``K[:, :, c, o]`` is zero-padded to ``Hp × Wp``
     and transformed ONCE per call (shared by the whole mini-batch); each input channel map
     is transformed once; the products are summed over input channels in the Fourier domain
@@ -179,7 +179,7 @@ class FFTConv2D(_Conv2DLike):
 class WinogradConv2D(_Conv2DLike):
     """3×3 stride-1 Conv2D by Winograd minimal filtering ``F(2×2, 3×3)``.
 
-    Survey S0 §4 (SEED_CHECKLIST F-02; Lavin & Gray 2016). The (padded) input is cut into
+    Survey S0 §4.1 (SEED_CHECKLIST F-02; Lavin & Gray 2016). The (padded) input is cut into
     4×4 tiles ``d`` with stride 2 (the bottom/right edge is zero-padded to whole tiles and the
     extra outputs are cropped); each tile gives a 2×2 output block
 

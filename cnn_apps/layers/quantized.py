@@ -1,4 +1,4 @@
-"""Low-precision and dictionary-decoded layers for compression (survey S0 §4; SEED_CHECKLIST §12).
+"""Low-precision and dictionary-decoded layers (survey S0 §4.3, §4.5; SEED_CHECKLIST §12).
 
 * :class:`BinaryDense`, :class:`BinaryConv2D` - binarized / low-bit layers with three modes:
   ``bnn`` (Courbariaux et al., F-14: sign weights and sign inputs), ``xnor`` (XNOR-Net,
@@ -179,7 +179,7 @@ _BINARY_DOC = """
 class BinaryDense(_BinaryBase):
     __doc__ = """Binarized / low-bit dense layer: ``y = a(x_b · W_b + b)``.
 
-    Survey S0 §4 (SEED_CHECKLIST F-10, F-12, F-13, F-14).
+    Survey S0 §4.3 (SEED_CHECKLIST F-10, F-12, F-13, F-14).
 """ + _BINARY_DOC + """
     Args:
         units: output size.
@@ -226,7 +226,7 @@ class BinaryDense(_BinaryBase):
 class BinaryConv2D(_BinaryBase):
     __doc__ = """Binarized / low-bit 2-D convolution: ``y = a(conv(x_b, W_b) + b)``.
 
-    Survey S0 §4 (SEED_CHECKLIST F-10, F-12, F-13, F-14). Channels-last, Keras kernel layout
+    Survey S0 §4.3 (SEED_CHECKLIST F-10, F-12, F-13, F-14). Channels-last, Keras kernel layout
     ``(kh, kw, C, filters)``; the XNOR scale ``α_o`` is the mean of ``|W|`` over
     ``(kh, kw, C)`` for each filter ``o``. ``"same"`` padding pads the quantized input with
     zeros (as the binary-conv papers' implementations do).
@@ -286,7 +286,7 @@ class LookupConv2D(keras.layers.Layer):
     """Lookup-based convolution (LCNN): ``y = a(conv(x, K) + b)`` with the kernel decoded as
     ``K[u, v, :, o] = Σ_{t<T} C[u, v, t, o] · D[I[u, v, t, o], :]``.
 
-    Survey S0 §4 (Bagherinezhad et al. 2017; SEED_CHECKLIST F-26): every spatial position
+    Survey S0 §4.5 (Bagherinezhad et al. 2017; SEED_CHECKLIST F-26): every spatial position
     ``(u, v)`` of every filter ``o`` is a sparse combination of ``T = sparsity`` rows of a
     layer-shared dictionary ``D`` of ``dictionary_size`` vectors over the input channels.
     Stored: ``D`` (``dictionary_size × C``, trainable), coefficients ``C`` (trainable) and

@@ -1,6 +1,6 @@
-"""Structured and shared-weight dense layers for compression (survey S0 §4; SEED_CHECKLIST §12).
+"""Structured and shared-weight dense layers (survey S0 §4.2, §4.4; SEED_CHECKLIST §12).
 
-* :class:`LowRankDense` - ``W = A·B`` with rank ``r`` (S0 §4, F-03/F-04);
+* :class:`LowRankDense` - ``W = A·B`` with rank ``r`` (S0 §4.2, F-03/F-04);
 * :class:`TTDense` - tensor-train factorized weight matrix (Novikov et al., F-06);
 * :class:`CirculantDense` - ``y = ifft(fft(v) ∘ fft(D x))`` (Cheng et al., F-08);
 * :class:`FastfoodDense` - adaptive Fastfood ``y = D1 H D2 Π H D3 x`` (Yang et al., F-07);
@@ -144,7 +144,7 @@ def idct_ortho(x):
 class LowRankDense(_DenseHead, keras.layers.Layer):
     """Dense layer with a rank-``r`` weight ``W = A·B``: ``y = a((x·A)·B + b)``.
 
-    Survey S0 §4 (SEED_CHECKLIST F-03, F-04): an ``m×n`` matrix of rank ``r`` stored as
+    Survey S0 §4.2 (SEED_CHECKLIST F-03, F-04): an ``m×n`` matrix of rank ``r`` stored as
     ``A (n×r)`` and ``B (r×units)`` costs ``r(n + units)`` parameters and multiplies instead of
     ``n·units``; it saves a fraction ``p`` of them when ``r < p·n·units/(n + units)``. The
     product is never formed (two matmuls). ``cnn_apps.compression.factorize`` fills ``A, B``
@@ -206,7 +206,7 @@ class TTDense(_DenseHead, keras.layers.Layer):
     """Dense layer whose weight is a tensor train (TT-matrix): ``y = a(x·W + b)`` with
     ``W[(i_1..i_d), (j_1..j_d)] = G_1[:, i_1, j_1, :] · G_2[:, i_2, j_2, :] ⋯ G_d[:, i_d, j_d, :]``.
 
-    Survey S0 §4 (Novikov et al., SEED_CHECKLIST F-06). The input size must be
+    Survey S0 §4.2 (Novikov et al., SEED_CHECKLIST F-06). The input size must be
     ``n = Π input_modes`` and the output size is ``units = Π output_modes``; row index
     ``i = (i_1, …, i_d)`` and column index ``j`` are read in row-major order (``i_1`` most
     significant). Core ``G_k`` has shape ``(r_{k-1}, n_k, m_k, r_k)`` with ``r_0 = r_d = 1``:
@@ -337,7 +337,7 @@ class CirculantDense(_SquareStructured):
     """Circulant projection with random sign flips: ``y = a(C(v)·D·x + b)``, computed as
     ``C D x = ifft(fft(v) ∘ fft(D x))``.
 
-    Survey S0 §4 (Cheng et al., SEED_CHECKLIST F-08). ``C(v)`` is the circulant matrix with
+    Survey S0 §4.2 (Cheng et al., SEED_CHECKLIST F-08). ``C(v)`` is the circulant matrix with
     first column ``v`` (``C_ij = v[(i − j) mod n]``, ``scipy.linalg.circulant(v)``); ``D`` is a
     fixed random ±1 diagonal (drawn from ``seed``, stored as a non-trainable weight). Time
     ``O(n log n)`` with real FFTs, ``n`` trainable parameters (+ bias). ``units < n`` keeps the
@@ -392,7 +392,7 @@ class CirculantDense(_SquareStructured):
 class FastfoodDense(_SquareStructured):
     """Adaptive Fastfood transform: ``y = a(D1·H·D2·Π·H·D3·x + b)``.
 
-    Survey S0 §4 (Yang et al., deep fried convnets; SEED_CHECKLIST F-07). ``D1, D2, D3`` are
+    Survey S0 §4.2 (Yang et al., deep fried convnets; SEED_CHECKLIST F-07). ``D1, D2, D3`` are
     learned diagonals, ``Π`` a fixed random permutation (from ``seed``, a non-trainable int
     weight), ``H = hadamard(N)/sqrt(N)`` the orthonormal Walsh-Hadamard matrix applied with
     the fast transform. ``O(N)`` parameters and ``O(N log N)`` time. ``N`` must be a power of
@@ -457,7 +457,7 @@ class FastfoodDense(_SquareStructured):
 class ACDCDense(_SquareStructured):
     """ACDC⁻¹ structured layer: ``y = a(C⁻¹·D·C·A·x + b)``.
 
-    Survey S0 §4 (Moczulski et al., SEED_CHECKLIST F-09): learned diagonals ``A`` and ``D``
+    Survey S0 §4.2 (Moczulski et al., SEED_CHECKLIST F-09): learned diagonals ``A`` and ``D``
     interleaved with the orthonormal DCT-II matrix ``C`` (``C x = scipy.fft.dct(x,
     norm="ortho")``, ``C⁻¹ = Cᵀ``); the paper writes ``Φ(x) = x A C D C⁻¹`` for row vectors.
     ``2n`` parameters, ``O(n log n)`` time (DCTs via length-``2n`` real FFTs, in float32 even
@@ -536,7 +536,7 @@ class HashedDense(_DenseHead, keras.layers.Layer):
     """HashedNets dense layer: ``y = a(x·V + b)`` with virtual weights
     ``V_ij = ξ(i, j)·w[h(i, j)]``.
 
-    Survey S0 §4 (Chen et al., SEED_CHECKLIST F-23): a hash sends each of the ``n·units``
+    Survey S0 §4.4 (Chen et al., SEED_CHECKLIST F-23): a hash sends each of the ``n·units``
     connections to one of ``num_buckets`` shared parameters ``w``; the sign hash ``ξ ∈ {±1}``
     makes collisions cancel in expectation. The hash (see :func:`hashed_dense_index`) is a
     fixed deterministic function of ``(i, j, seed)``, recomputed at build time, so only ``w``
