@@ -98,7 +98,7 @@ def test_batch_plan_rejects_bad_values(args, message):
 
 def test_mixed_bfloat16_trains_a_few_steps_on_cpu(tmp_path):
     """A few steps of the real training loop under ``mixed_bfloat16``: finite, decreasing
-    loss, bfloat16 compute, float32 variables."""
+    loss, bfloat16 compute, float32 variables; and train() applies the linear LR rule."""
     from tests.conftest import tiny_classification_config
     from cnn_apps.training import train
 
@@ -106,6 +106,7 @@ def test_mixed_bfloat16_trains_a_few_steps_on_cpu(tmp_path):
         "bf16", mixed_precision="bfloat16", strategy="one_device", backbone="lenet5",
         backbone_args={"activation": "relu", "pooling": "max"}, dropout=0.0, epochs=3,
         batch_size=60, optimizer="adam", learning_rate=0.003, lr_schedule="constant",
+        lr_scaling="linear", lr_base_batch=30,
         data={"image_size": [32, 32], "channels": 1, "val_fraction": 0.05,
               "test_fraction": 0.85},
         augment={"shift": 0.0, "rotation": 0.0, "zoom": 0.0, "brightness": 0.0,
@@ -122,7 +123,9 @@ def test_mixed_bfloat16_trains_a_few_steps_on_cpu(tmp_path):
                        extra_callbacks=[Inspect()])
     finally:
         keras.config.set_dtype_policy("float32")
-    losses = np.loadtxt(result.run_dir / "history.csv", delimiter=",", skiprows=1)[:, 2]
+    history = np.loadtxt(result.run_dir / "history.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(history[:, 1], 0.003 * 60 / 30, rtol=1e-6)  # learning_rate
+    losses = history[:, 2]
     assert len(losses) == 3 and np.all(np.isfinite(losses))
     assert losses[-1] < losses[0]
     assert seen == {"compute": "bfloat16", "variables": {"float32"}}
