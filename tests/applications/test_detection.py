@@ -350,6 +350,30 @@ def test_loss_arguments_are_checked():
         get_detector("rcnn")
 
 
+@pytest.mark.parametrize("model_name,rows", [("ssd", 4 * (64 + 16 + 4 + 1 + 1)),
+                                             ("yolo", None), ("yolo_v3", 3 * (64 + 16 + 4))])
+def test_other_backbone_builds_and_runs(shapes_root, model_name, rows):
+    config = tiny_detection_config(shapes_root, model=model_name, backbone="mobilenet_v2",
+                                   backbone_args={})
+    model = TASK.build_model(config)
+    raw = model.predict(np.zeros((1, 64, 64, 3), np.float32), verbose=0)["raw"]
+    if model_name == "yolo":  # P4 of mobilenet_v2 at 64 px: a 4x4 grid, 2 boxes + 4 classes
+        assert raw.shape == (1, 4, 4, 5 * 2 + 4)
+    else:
+        assert raw.shape == (1, rows, raw.shape[-1])
+        assert raw.shape[-1] == (4 + 5 if model_name == "ssd" else 5 + 4)
+    info = TASK.model_info(config)
+    out = get_detector(model_name).postprocess(tf.constant(raw), info)
+    assert out["detection_boxes"].shape == (1, 100, 4)
+
+
+def test_bad_detection_config_is_refused(shapes_root):
+    with pytest.raises(ConfigError, match="no feature level 'P7'"):
+        TASK.build_model(tiny_detection_config(shapes_root, ssd={"feature_levels": ["P7"]}))
+    with pytest.raises(ConfigError, match="data.dataset"):
+        TASK.data(tiny_detection_config(shapes_root, data={"dataset": "imagenet"}))
+
+
 # -- training, evaluation, serving ------------------------------------------------------------
 @pytest.mark.parametrize("model_name", ["ssd", "yolo", "yolo_v3"])
 def test_training_steps_decrease_loss(shapes_root, model_name):

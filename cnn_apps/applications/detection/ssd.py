@@ -195,7 +195,7 @@ class SSDMultiboxLoss(keras.losses.Loss):
         order = ops.argsort(-neg_score, axis=1)
         rank = ops.argsort(order, axis=1)
         num_neg = ops.cast(ops.round(self.neg_pos_ratio * num_pos), "int32")
-        hard_neg = ops.logical_and(~positive, rank < num_neg[:, None])
+        hard_neg = ops.logical_and(ops.logical_not(positive), rank < num_neg[:, None])
         conf = ops.sum(ce * (pos + ops.cast(hard_neg, "float32")), axis=1)
         return (conf + self.loc_weight * loc) / ops.maximum(num_pos, 1.0)
 

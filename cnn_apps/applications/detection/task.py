@@ -86,8 +86,6 @@ class DetectionTask(Task):
         settings; serving and ``predict`` read everything from here."""
         key = repr(sorted((k, repr(v)) for k, v in config.items()))
         if key not in self._info_cache:
-            import keras
-
             data = self.data(config)
             det = self.detector(config)
             model = det.build_model(config, len(data.class_names))  # read its map sizes
@@ -99,7 +97,6 @@ class DetectionTask(Task):
                 "postprocess": postprocess_config(config),
                 "top_k": int(config.get("max_detections", 100))}}
             del model
-            keras.backend.clear_session(free_memory=False)
         return dict(self._info_cache[key])
 
     def loss(self, config):
