@@ -1,6 +1,8 @@
-"""Subprocess entry for the distribution tests: train the tiny LeNet-5 classifier under one
-strategy and save the final weights (``np.savez``) — run as ``python distributed_worker.py
-OUT.npz RUNS_ROOT STRATEGY [logical_cpus] [extra key=value ...]``.
+"""Subprocess entry for the distribution tests: train the tiny LeNet-5 classifier under each
+strategy and save the final weights (``OUT_DIR/<strategy>[_<task>].npz``) — run as
+``python distributed_worker.py OUT_DIR RUNS_ROOT STRATEGY[,STRATEGY] [logical_cpus]
+[key=value ...]``. With ``INTERRUPT_AT_EPOCH=e`` in the environment the process exits
+(status 3) when epoch ``e`` begins, like a preempted machine.
 
 Logical CPU devices and ``TF_CONFIG`` must be set before TensorFlow initializes, which is why
 each configuration runs in its own process.
@@ -37,6 +39,9 @@ def small_config(name, strategy, **overrides):
     return load_config("classification", overrides=overrides_text)
 
 
+INTERRUPTED = 3  # exit status of a run stopped by INTERRUPT_AT_EPOCH
+
+
 def main(argv):
     out_dir, runs_root, strategies = argv[1], argv[2], argv[3].split(",")
     logical_cpus = int(argv[4]) if len(argv) > 4 else 0
@@ -55,10 +60,16 @@ def main(argv):
 
     from cnn_apps.training import train
 
+    interrupt_epoch = int(os.environ.get("INTERRUPT_AT_EPOCH", "-1"))
     for strategy in strategies:
         final = {}
 
         class KeepFinalWeights(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == interrupt_epoch:  # a simulated preemption (every worker)
+                    print(f"interrupted at epoch {epoch}", flush=True)
+                    os._exit(INTERRUPTED)
+
             def on_train_end(self, logs=None):
                 final["weights"] = [np.asarray(w) for w in self.model.get_weights()]
 

@@ -29,7 +29,7 @@ def _env(tf_config=None):
     return env
 
 
-def _run_all(commands):
+def _run_all(commands, expected_status=0):
     """Start every ``(argv, env)`` at once; wait (time-bound); kill leftovers in ``finally``."""
     processes = []
     try:
@@ -39,7 +39,7 @@ def _run_all(commands):
                                               text=True))
         outputs = [process.communicate(timeout=TIMEOUT_S)[0] for process in processes]
         for process, output in zip(processes, outputs):
-            assert process.returncode == 0, output[-4000:]
+            assert process.returncode == expected_status, output[-4000:]
         return outputs
     finally:
         for process in processes:
@@ -85,28 +85,35 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(tmp_path):
 
 
 def test_two_worker_processes_match_a_single_process_run(tmp_path):
+    """Two workers, preempted at the start of epoch 2 and restarted: both restore from the
+    chief's backup and end with the weights of an uninterrupted single-process run."""
     # 179 training images in one global batch of 180: replicas hold 89 and 90 examples, so
     # the loss must be averaged over the all-reduced global count, not assumed halves.
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     runs = tmp_path / "runs"
-    commands = [([str(tmp_path), str(runs), "multi_worker"],
-                 _env({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+
+    def workers(**env):
+        return [([str(tmp_path), str(runs), "multi_worker"],
+                 {**_env({"cluster": cluster, "task": {"type": "worker", "index": i}}), **env})
                 for i in range(2)]
-    commands.append(([str(tmp_path), str(runs), "one_device"], _env()))
-    outputs = _run_all(commands)
+
+    reference_command = ([str(tmp_path), str(runs), "one_device"], _env())
+    first = _run_all(workers(INTERRUPT_AT_EPOCH="2"), expected_status=3)
     assert "MultiWorkerMirroredStrategy (2 workers), 2 replica(s): global batch 180 = 90 " \
-           "per replica" in outputs[0]
+           "per replica" in first[0]
+    run_dir = runs / "classification" / "run_multi_worker"
+    assert json.loads((run_dir / "backup" / "training_metadata.json").read_text())["epoch"] == 2
+    _run_all(workers() + [reference_command])
     reference = _weights(tmp_path / "one_device.npz")
     for index in range(2):
         _assert_same_weights(_weights(tmp_path / f"multi_worker_worker{index}.npz"), reference)
     # Chief-only writing: one history with one row per epoch, the chief's checkpoint/metrics.
-    run_dir = runs / "classification" / "run_multi_worker"
     history = (run_dir / "history.csv").read_text().strip().splitlines()
-    assert len(history) == 1 + 3
+    assert [row.split(",")[0] for row in history] == ["epoch", "0", "1", "2"]
     assert history[0].split(",")[:5] == ["epoch", "learning_rate", "loss", "top1", "top5"]
     assert (run_dir / "best.keras").exists() and (run_dir / "metrics.json").exists()
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 3
+    assert not (run_dir / "backup").exists()  # removed by the chief when training finished
     reference_history = (runs / "classification" / "run_one_device" / "history.csv")
     reference_rows = reference_history.read_text().strip().splitlines()
     # Same logged training loss per epoch as model.fit (global mean over the batch).
