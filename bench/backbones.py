@@ -51,8 +51,10 @@ expands 16-160 channels; ShuffleNet processes half the channels per unit), and c
 split/shuffle, concatenation, BN and activations add element-wise passes whose FLOPs are not
 counted at all. So MobileNet/ShuffleNet/EfficientNet-style nets need 10-50× fewer FLOPs than
 VGG/ResNet but run only a few times faster; their "fraction of peak" is low by design, and
-images/s, not FLOP/s, is the number to compare. XLA helps them most (it fuses the
-element-wise tails into the convolutions)."""
+images/s, not FLOP/s, is the number to compare. On GPUs XLA helps them most (it fuses the
+element-wise tails into the convolutions). On TensorFlow's CPU backend XLA compiles
+convolutions to its own Eigen kernels instead of oneDNN's, so the "+xla" rows there are
+expected to be slower than the plain ones."""
 
 
 def parse_args(argv=None):
