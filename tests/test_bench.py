@@ -15,3 +15,12 @@ def test_layer_benchmark_runs_and_prints_ratios():
     rows = [line for line in out.stdout.splitlines() if line.startswith("KMaxPooling1D")]
     assert rows and "failed" not in rows[0]
     assert float(rows[0].split()[-1]) > 0
+
+
+def test_fast_convolution_benchmark_runs_quick_mode():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "fast.py"), "--quick",
+                          "--repeats", "1"], capture_output=True, text=True, timeout=900,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "FastfoodDense" in out.stdout and "exponent" in out.stdout.lower() or \
+        "p = " in out.stdout
