@@ -22,5 +22,4 @@ def test_fast_convolution_benchmark_runs_quick_mode():
                           "--repeats", "1"], capture_output=True, text=True, timeout=900,
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "FastfoodDense" in out.stdout and "exponent" in out.stdout.lower() or \
-        "p = " in out.stdout
+    assert "FastfoodDense" in out.stdout and "p = " in out.stdout  # growth exponents printed
