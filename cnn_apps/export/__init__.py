@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from cnn_apps.errors import CnnAppsError
-from cnn_apps.export.validation import check_exportable
+from cnn_apps.export.validation import check_exportable, guard_endpoint
 from cnn_apps.utils.io import atomic_path
 
 FORMATS = ("saved_model", "onnx", "tflite")
@@ -35,7 +35,8 @@ def export_saved_model(model, base_dir, endpoints: dict, version: int | None = N
                        extra_files: dict | None = None, warmup_inputs: dict | None = None,
                        model_name: str | None = None) -> Path:
     """Write a SavedModel with ``endpoints`` ({signature name: tf.function}) to
-    ``base_dir/<version>/`` atomically; returns that folder. ``warmup_inputs``
+    ``base_dir/<version>/`` atomically; returns that folder. Every endpoint is wrapped with
+    run-time input checks (``validation.guard_endpoint``: shape, rank, NaN). ``warmup_inputs``
     ({signature input name: numpy batch}, e.g. ``Task.warmup_inputs(info)``) writes one
     TF Serving warm-up request per signature; ``model_name`` (default: the base folder's name)
     goes into their ``model_spec``."""
@@ -56,7 +57,7 @@ def export_saved_model(model, base_dir, endpoints: dict, version: int | None = N
         archive = keras.export.ExportArchive()
         archive.track(model)
         for name, fn in endpoints.items():
-            archive.add_endpoint(name, fn)
+            archive.add_endpoint(name, guard_endpoint(fn))
         out = tmp / "model"
         archive.write_out(str(out), verbose=False)
         for name, text in (extra_files or {}).items():

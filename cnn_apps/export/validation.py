@@ -41,3 +41,79 @@ def check_exportable(model) -> None:
             f"model '{model.name}' contains Lambda layer(s) {', '.join(repr(b) for b in bad)}: "
             "they can only be loaded with keras safe_mode=False (arbitrary code), so they are "
             "not exported; replace each with a registered Keras layer subclass")
+
+
+def _spec_names(fn) -> list[str]:
+    """Signature input names of a ``tf.function``: each spec's name, else the argument's."""
+    import inspect
+
+    specs = list(fn.input_signature)
+    try:
+        params = list(inspect.signature(fn.python_function).parameters)
+    except (TypeError, ValueError):
+        params = []
+    return [spec.name or (params[i] if i < len(params) else f"input_{i}")
+            for i, spec in enumerate(specs)]
+
+
+def describe_input(name: str, spec) -> str:
+    """``images must be float32 (N, H, W, C) with H=32, W=32, C=3``-style expectation."""
+    shape = spec.shape.as_list()
+    if len(shape) == 4 and None not in shape[1:]:
+        return (f"{name} must be {spec.dtype.name} (N, H, W, C) with H={shape[1]}, "
+                f"W={shape[2]}, C={shape[3]}")
+    if len(shape) == 1:
+        return f"{name} must be a 1-D {spec.dtype.name} tensor (N,)"
+    dims = ", ".join("N" if i == 0 and d is None else ("?" if d is None else str(d))
+                     for i, d in enumerate(shape))
+    return f"{name} must be {spec.dtype.name} of shape ({dims})"
+
+
+def checked_input(x, name: str, spec):
+    """``x`` after run-time checks against ``spec``: the known dims and element count (clear
+    message), then ``tf.ensure_shape`` (the rank; rank checks are constant-folded from the
+    static signature shape, ``EnsureShape`` is not), then finiteness for float inputs."""
+    import tensorflow as tf
+
+    dims = spec.shape.as_list()
+    if dims and all(d is not None for d in dims[1:]):
+        shape = tf.shape(x)
+        padded = tf.concat([shape, tf.zeros([len(dims)], tf.int32)], 0)
+        per_example = 1
+        for d in dims[1:]:
+            per_example *= d
+        ok = tf.equal(tf.size(x), padded[0] * per_example)
+        if len(dims) > 1:
+            ok = tf.logical_and(ok, tf.reduce_all(tf.equal(padded[1:len(dims)], dims[1:])))
+        check = tf.debugging.Assert(ok, [f"{describe_input(name, spec)}; got shape", shape])
+        with tf.control_dependencies([check]):
+            x = tf.identity(x)
+    x = tf.ensure_shape(x, spec.shape)
+    if spec.dtype.is_floating:
+        verb = "contain" if name.endswith("s") else "contains"
+        x = tf.debugging.assert_all_finite(x, f"{name} {verb} NaN or Inf")
+    return x
+
+
+def guard_endpoint(fn):
+    """A ``tf.function`` with ``fn``'s input signature (same input names) that checks every
+    input at run time (:func:`checked_input`) before calling ``fn``.
+
+    A loaded SavedModel signature checks only dtypes; a wrong-rank tensor that reaches a
+    convolution aborts the serving process (oneDNN check failure), so every exported signature
+    is wrapped with this.
+    """
+    import tensorflow as tf
+
+    if getattr(fn, "input_signature", None) is None:
+        raise CnnAppsError(f"serving endpoint {fn!r} needs a tf.function with an "
+                           "input_signature")
+    names = _spec_names(fn)
+    specs = [tf.TensorSpec(spec.shape, spec.dtype, name=name)
+             for spec, name in zip(fn.input_signature, names)]
+
+    def guarded(*args):
+        return fn(*[checked_input(x, name, spec)
+                    for x, name, spec in zip(args, names, specs)])
+
+    return tf.function(guarded, input_signature=specs)

@@ -211,6 +211,8 @@ def test_wrong_rank_and_empty_batch_on_bytes_signature(served):
     png = _png(_images(info, 1)[0])
     assert "image_bytes must be a 1-D string tensor (N,); got shape" in \
         _bytes_error(loaded, png)
+    assert "image_bytes must be a 1-D string tensor (N,); got shape" in \
+        _bytes_error(loaded, [[png, png]])
     assert "image_bytes" in _bytes_error(loaded, [[png], [png]])
     with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a string tensor"):
         loaded.signatures["serving_default"](image_bytes=tf.zeros((1,)))

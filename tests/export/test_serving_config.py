@@ -74,6 +74,30 @@ def test_generic_warmup_matches_by_name_then_spec_then_zeros(exports):
         resolve_inputs({"text": (np.object_, [None])}, {})
 
 
+def test_every_exported_signature_checks_shape_and_nan_at_run_time(exports):
+    """A generic endpoint (not the classification one) gets the export's input guard: a wrong
+    rank or per-example shape and NaN give clear errors instead of reaching the model."""
+    import tensorflow as tf
+
+    root, model = exports
+    sig = tf.saved_model.load(str(root / "beta" / "2")).signatures["serving_default"]
+    labels = tf.constant([0, 1])
+    for z in (tf.zeros((2, 4, 1)), tf.zeros((2, 5)), tf.zeros((4,))):
+        with pytest.raises(tf.errors.InvalidArgumentError) as err:
+            sig(z=z, labels=labels)
+        message = err.value.message
+        assert "z must be float32 of shape (N, 4); got shape" in message or \
+            "Shape of tensor z" in message, message
+    with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be a 1-D int32"):
+        sig(z=tf.zeros((2, 4)), labels=tf.constant([[0, 1]]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="z contains NaN or Inf"):
+        sig(z=tf.constant([[0.0, np.nan, 0.0, 0.0]] * 2), labels=labels)
+    z = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_allclose(sig(z=tf.constant(z), labels=labels)["out"].numpy(),
+                               model.predict(z, verbose=0) + np.array([[0.0], [1.0]]),
+                               atol=1e-6)
+
+
 def test_models_config_latest_policy(exports):
     root, _ = exports
     config = _parse(serving_config_text([root / "alpha", root / "beta"]))
