@@ -9,13 +9,17 @@ folder (or ``out_dir``), atomically. Methods and their options (defaults in brac
   conv=none]; ``rank=R`` or ``energy=E`` choose the rank instead.
 * ``prune``: magnitude pruning [sparsity=0.9, schedule=polynomial, regrowth=false,
   scope=global (one threshold over all kernels) | layer]; with
-  fine-tuning the sparsity ramps up over the first 2/3 of the steps, else one-shot.
+  fine-tuning the sparsity ramps up over the first ``ramp`` [2/3] of the steps, else one-shot.
 * ``filter_prune``: remove Conv2D filters with APoZ above ``threshold`` on the validation
   split [threshold=0.9].
 * ``hash``: Dense layers → HashedDense with ``params / factor`` buckets [factor=8].
 * ``pq``: k-means quantization of Dense kernels [quant=pq (scalar|vq|pq), clusters=16,
   subvectors=row length/4]; fine-tuning keeps the quantized layers frozen.
-* ``binary``: XNOR-Net LeNet-5 trained from scratch on the run's data [epochs=20, mode=xnor].
+* ``binary``: XNOR-Net LeNet-5 trained from scratch on the run's data [epochs=20, mode=xnor,
+  lr=0.01 with a cosine decay; binary nets want a larger step than the float run's].
+
+Fine-tuning uses the task's optimizer at ``lr`` [0.1 × the run's learning rate] with a cosine
+decay to zero over ``finetune_epochs`` (the last epochs settle the weights).
 * ``int8``: full integer TFLite, calibrated on the validation split.
 """
 
@@ -33,7 +37,7 @@ from cnn_apps.errors import CnnAppsError
 
 METHODS = ("svd", "prune", "filter_prune", "hash", "pq", "binary", "int8")
 _OPTIONS = {"svd": {"rank", "energy", "param_ratio", "conv"},
-            "prune": {"sparsity", "schedule", "regrowth", "frequency", "scope"},
+            "prune": {"sparsity", "schedule", "regrowth", "frequency", "scope", "ramp"},
             "filter_prune": {"threshold", "min_filters"},
             "hash": {"factor"}, "pq": {"quant", "clusters", "subvectors", "bits", "conv"},
             "binary": {"epochs", "mode"}, "int8": {"calibration"}}
@@ -92,8 +96,13 @@ def _headline(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "k"}
 
 
-def _finetune(task, model, config, epochs, lr, callbacks=()):
+def _finetune(task, model, config, epochs, lr, callbacks=(), cosine=True):
+    import keras
+
     task.compile_model(model, config, lr)
+    if cosine:  # lr·½(1 + cos(π·epoch/epochs))
+        callbacks = list(callbacks) + [keras.callbacks.LearningRateScheduler(
+            lambda epoch: lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)))]
     model.fit(task.train_dataset(config), epochs=int(epochs), callbacks=list(callbacks),
               verbose=0)
 
@@ -130,7 +139,8 @@ def compress_run(run_dir, method, options=None, finetune_epochs=0, out_dir=None,
     model, info = load_run_model(run_dir)
     task = get_task(info["task"])
     out_dir = Path(out_dir) if out_dir else run_dir
-    lr = float(options.pop("lr", float(config["learning_rate"]) * 0.1))
+    lr = float(options.pop("lr", 0.01 if method == "binary"
+                           else float(config["learning_rate"]) * 0.1))
     repeats = int(options.pop("latency_repeats", 3))
     images = np.asarray(task.data(config).x_test, dtype=np.float32) \
         if hasattr(task, "data") else None
@@ -163,7 +173,10 @@ def compress_run(run_dir, method, options=None, finetune_epochs=0, out_dir=None,
             if per_epoch <= 0:  # unknown cardinality: count one epoch
                 per_epoch = sum(1 for _ in task.train_dataset(config))
             steps = finetune_epochs * per_epoch
-            end = max(1, int(steps * 2 / 3))
+            ramp = float(options.get("ramp", 2 / 3))
+            if not 0 < ramp <= 1:
+                raise CnnAppsError(f"ramp must be in (0, 1], got {ramp}")
+            end = max(1, int(steps * ramp))
             pruning = prune(compressed, sparsity, schedule=options.get("schedule", "polynomial"),
                             allow_regrowth=bool(options.get("regrowth", False)), end_step=end,
                             frequency=int(options.get("frequency", max(1, end // 20))),
@@ -197,7 +210,7 @@ def compress_run(run_dir, method, options=None, finetune_epochs=0, out_dir=None,
         compressed = xnor_lenet5(data.x_train.shape[1:], data.num_classes,
                                  mode=options.get("mode", "xnor"))
         epochs = int(options.get("epochs", 20))
-        _finetune(task, compressed, config, epochs, float(config["learning_rate"]))
+        _finetune(task, compressed, config, epochs, lr, cosine=True)
         details = {"trained_from_scratch_epochs": epochs}
     else:
         from cnn_apps.compression.int8 import TFLiteModel, quantize_int8
