@@ -1,7 +1,9 @@
 """Re-run the layer and loss tests on the JAX backend, in a subprocess.
 
 Keras fixes its backend at import, so the JAX run needs its own interpreter. Tests that need
-TensorFlow itself carry the ``tf_only`` marker and are deselected there.
+TensorFlow itself carry the ``tf_only`` marker and are deselected there. The run compiles every
+eager JAX op once (about 7 CPU-minutes for the whole library), so it is part of the full suite
+(``slow``) rather than the quick loop, and it spreads over two processes with pytest-xdist.
 """
 
 import os
@@ -14,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax",
                     reason="this is the launcher; it does not re-launch itself under JAX")
 def test_layers_and_losses_pass_on_jax_backend():
@@ -22,9 +25,9 @@ def test_layers_and_losses_pass_on_jax_backend():
     targets = [str(p) for p in sorted((ROOT / "tests" / "layers").glob("test_*.py"))
                if p.name != Path(__file__).name]
     targets += [str(p) for p in sorted((ROOT / "tests" / "losses").glob("test_*.py"))]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-n", "2",
            "-m", "not tf_only and not slow", *targets]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=1800)
+                            timeout=2400)
     tail = (result.stdout + result.stderr)[-6000:]
     assert result.returncode == 0, f"JAX backend run failed:\n{tail}"
