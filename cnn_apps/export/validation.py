@@ -95,13 +95,41 @@ def checked_input(x, name: str, spec):
     return x
 
 
+def _one_pixel_png() -> bytes:
+    """A valid 1x1 black grayscale PNG (the filler of an empty string batch)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b""))
+
+
+def _filler(spec):
+    """One example matching ``spec`` (zeros; a 1x1 PNG for strings)."""
+    import tensorflow as tf
+
+    shape = [1] + [d for d in spec.shape.as_list()[1:]]
+    if spec.dtype == tf.string:
+        return tf.fill(shape, tf.constant(_one_pixel_png()))
+    return tf.zeros(shape, spec.dtype)
+
+
 def guard_endpoint(fn):
     """A ``tf.function`` with ``fn``'s input signature (same input names) that checks every
-    input at run time (:func:`checked_input`) before calling ``fn``.
+    input at run time (:func:`checked_input`) before calling ``fn``, and answers an empty
+    batch with empty outputs.
 
     A loaded SavedModel signature checks only dtypes; a wrong-rank tensor that reaches a
     convolution aborts the serving process (oneDNN check failure), so every exported signature
-    is wrapped with this.
+    is wrapped with this. oneDNN kernels also reject 0-row batches with unrelated shape
+    errors, so an empty batch runs ``fn`` on one filler example (zeros, or a 1x1 PNG for string
+    inputs) and every output is cut back to 0 rows: outputs must be batched (first axis = N),
+    as TF Serving's row format requires anyway.
     """
     import tensorflow as tf
 
@@ -112,8 +140,15 @@ def guard_endpoint(fn):
     specs = [tf.TensorSpec(spec.shape, spec.dtype, name=name)
              for spec, name in zip(fn.input_signature, names)]
 
+    batched = bool(specs) and all(spec.shape.rank and spec.shape[0] is None for spec in specs)
+
     def guarded(*args):
-        return fn(*[checked_input(x, name, spec)
-                    for x, name, spec in zip(args, names, specs)])
+        checked = [checked_input(x, name, spec) for x, name, spec in zip(args, names, specs)]
+        if not batched:
+            return fn(*checked)
+        count = tf.shape(checked[0])[0]
+        padded = [tf.cond(count > 0, lambda x=x: x, lambda spec=spec: _filler(spec))
+                  for x, spec in zip(checked, specs)]
+        return tf.nest.map_structure(lambda value: value[:count], fn(*padded))
 
     return tf.function(guarded, input_signature=specs)

@@ -1,5 +1,6 @@
 """Every registered task's SavedModel export carries TF Serving warm-up requests (one per
-signature, from ``Task.warmup_inputs``) that its own loaded signatures accept."""
+signature, from ``Task.warmup_inputs``) that its own loaded signatures accept, and every
+signature answers an empty batch with empty outputs."""
 
 import numpy as np
 import pytest
@@ -42,3 +43,6 @@ def test_task_export_warmup_requests_replay(task_name, tmp_path):
             assert value.shape[0] == 2
             if value.dtype.kind == "f":
                 assert np.all(np.isfinite(value))
+        empty = {k: tf.constant(np.zeros((0, *v.shape[1:]), v.dtype)) for k, v in arrays.items()}
+        for key, value in loaded.signatures[name](**empty).items():
+            assert value.shape[0] == 0 and value.shape[1:] == out[key].shape[1:], (name, key)
