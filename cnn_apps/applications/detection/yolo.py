@@ -82,7 +82,7 @@ def info(config, num_classes, model):
 
 
 def _split(raw, boxes_per_cell):
-    """Raw (N, S, S, 5B + C) → box params (N, S, S, B, 5) after sigmoid, class probs (N, S, S, C)."""
+    """Raw (N, S, S, 5B + C) → sigmoid box params (N, S, S, B, 5), class probs (N, S, S, C)."""
     raw = ops.cast(raw, "float32")
     n, s = ops.shape(raw)[0], ops.shape(raw)[1]
     boxes = ops.sigmoid(ops.reshape(raw[..., :5 * boxes_per_cell],

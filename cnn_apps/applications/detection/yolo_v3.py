@@ -12,7 +12,8 @@ predictor — of the 9 anchors, the one whose shape (centred, size only) has the
 with it, at the cell of its scale containing the box centre (the first object wins a
 predictor claimed twice). Loss per image::
 
-    Σ_assigned (2 − w·h)·[(σ(t_x) − x̂)² + (σ(t_y) − ŷ)² + (t_w − log(w/a_w))² + (t_h − log(h/a_h))²]
+    Σ_assigned (2 − w·h)·[(σ(t_x) − x̂)² + (σ(t_y) − ŷ)²
+                          + (t_w − log(w/a_w))² + (t_h − log(h/a_h))²]
     + Σ_assigned BCE(σ(t_o), 1) + Σ_{unassigned, max IoU(pred, gt) < ignore_iou} BCE(σ(t_o), 0)
     + Σ_assigned Σ_c BCE(σ(t_c), 1[c = class])
 
