@@ -26,6 +26,7 @@ Usage:
 import argparse
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -249,14 +250,15 @@ def main(argv=None):
     section = "\n".join([
         "## Backbones: throughput and fraction of peak",
         "",
-        f"Run {stamp}: `python bench/backbones.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"Run {stamp}: `python bench/backbones.py {shlex.join(sys.argv[1:])}`".rstrip(),
         f"- machine: {machine}",
         f"- input {args.size}×{args.size}×3, batch {args.batch}, best of 2 × {args.steps} "
         f"steps; training = forward + backward + SGD update, counted as 3× forward FLOPs",
         f"- practical peak (best {args.matmul}² matmul chain, start and end of the run): "
         f"float32 "
         f"{peaks['float32'] / 1e9:.1f} GFLOP/s, bfloat16 {peaks['bfloat16'] / 1e9:.1f} "
-        "GFLOP/s; bf16 rows are compared with the bfloat16 peak",
+        "GFLOP/s; bf16 rows are compared with the bfloat16 peak; a % peak above 100 means "
+        "the peak was measured at a busier moment than the model (shared machine)",
         *([f"- note: {args.note}"] if args.note else []),
         "",
         table,
