@@ -9,7 +9,7 @@ folder (or ``out_dir``), atomically. Methods and their options (defaults in brac
   conv=none]; ``rank=R`` or ``energy=E`` choose the rank instead.
 * ``prune``: magnitude pruning [sparsity=0.9, schedule=polynomial, regrowth=false,
   scope=global (one threshold over all kernels) | layer]; with
-  fine-tuning the sparsity ramps up over the first ``ramp`` [2/3] of the steps, else one-shot.
+  fine-tuning the sparsity ramps up over the first ``ramp`` [1/3] of the steps, else one-shot.
 * ``filter_prune``: remove Conv2D filters with APoZ above ``threshold`` on the validation
   split [threshold=0.9].
 * ``hash``: Dense layers → HashedDense with ``params / factor`` buckets [factor=8].
@@ -173,7 +173,7 @@ def compress_run(run_dir, method, options=None, finetune_epochs=0, out_dir=None,
             if per_epoch <= 0:  # unknown cardinality: count one epoch
                 per_epoch = sum(1 for _ in task.train_dataset(config))
             steps = finetune_epochs * per_epoch
-            ramp = float(options.get("ramp", 2 / 3))
+            ramp = float(options.get("ramp", 1 / 3))
             if not 0 < ramp <= 1:
                 raise CnnAppsError(f"ramp must be in (0, 1], got {ramp}")
             end = max(1, int(steps * ramp))

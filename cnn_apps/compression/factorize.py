@@ -17,8 +17,9 @@ Conv2D (F-05; Denton et al., Jaderberg et al.), two schemes:
 
 The rank is ``rank`` when given, else the smallest ``r`` whose singular values keep at least
 ``energy`` of ``Σσ²``; with ``param_ratio`` the energy level is the largest one whose ranks keep
-the factorized layers within that fraction of their weights in total. With an automatic rank, a layer whose factorization would not save weights is
-kept as it is; an explicit ``rank`` is always applied (full rank reproduces the layer).
+the factorized layers within that fraction of their weights in total. With an automatic rank,
+a layer whose factorization would not save weights is kept as it is; an explicit ``rank`` is
+always applied (full rank reproduces the layer).
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def factorize(model, rank=None, energy=0.9, param_ratio=None, conv="channel", la
 
 
 def _candidate_spectra(model, names, dense, conv):
-    """``[(singular values, full params, params per rank)]`` of the layers to factorize."""
+    """``[(singular values, kernel size, params per rank, bias size)]`` of the layers to
+    factorize."""
     from cnn_apps.compression._graph import iter_layers
 
     found = []
@@ -115,29 +117,32 @@ def _candidate_spectra(model, names, dense, conv):
         if dense and type(layer) is keras.layers.Dense:
             kernel = layer.kernel.numpy()
             found.append((np.linalg.svd(kernel.astype(np.float64), compute_uv=False),
-                          kernel.size, sum(kernel.shape)))
+                          kernel.size, sum(kernel.shape), layer.units * layer.use_bias))
         elif conv and type(layer) is keras.layers.Conv2D and layer.groups == 1:
             kernel = layer.kernel.numpy()
             kh, kw, c, f = kernel.shape
             matrix = (kernel.reshape(kh * kw * c, f) if conv == "channel"
                       else kernel.transpose(0, 2, 1, 3).reshape(kh * c, kw * f))
             found.append((np.linalg.svd(matrix.astype(np.float64), compute_uv=False),
-                          kernel.size, kh * kw * c + f if conv == "channel" else kh * c + kw * f))
+                          kernel.size, kh * kw * c + f if conv == "channel" else kh * c + kw * f,
+                          f * layer.use_bias))
     return found
 
 
 def _energy_for_budget(model, names, dense, conv, param_ratio):
     """The largest shared energy level whose per-layer ranks keep the factorized layers
-    within ``param_ratio`` of their weights in total (ranks follow each layer's spectrum, so
+    within ``param_ratio`` of their parameters (kernels + biases) in total (ranks follow each layer's spectrum, so
     a small classifier keeps the rank it needs instead of a uniform cut)."""
     spectra = _candidate_spectra(model, names, dense, conv)
     if not spectra:
         return 0.9
-    budget = param_ratio * sum(full for _, full, _ in spectra)
+    # biases stay as they are but count in the layers' parameters
+    biases = sum(bias for *_, bias in spectra)
+    budget = param_ratio * (sum(full for _, full, _, _ in spectra) + biases) - biases
 
     def cost(energy):
         total = 0
-        for s, full, per_rank in spectra:
+        for s, full, per_rank, _ in spectra:
             r = choose_rank(s, full, per_rank, energy=energy)
             total += min(full, r * per_rank)
         return total

@@ -88,8 +88,10 @@ def _activations(model, graph, tensors, data, batch_size):
     def single(values):
         return values[0] if len(values) == 1 else values
 
-    probe_inputs = keras.Model(single(model.inputs), single(graph._inbound_nodes[0].input_tensors)) \
-        if graph is not model else None
+    probe_inputs = None
+    if graph is not model:  # the values the nested graph is called on inside ``model``
+        probe_inputs = keras.Model(single(model.inputs),
+                                   single(graph._inbound_nodes[0].input_tensors))
     probe = keras.Model(single(graph.inputs), tensors)
     totals = None
     batches = data if not isinstance(data, np.ndarray) else \

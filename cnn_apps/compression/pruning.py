@@ -2,9 +2,10 @@
 
 * Han et al. (SEED_CHECKLIST F-18): a weight is pruned when its magnitude is below the layer's
   threshold; here the threshold of each Dense/Conv kernel is chosen so that a fraction ``s_t``
-  of its weights is zero (uniform per-layer sparsity).
-* Zhu & Gupta's gradual schedule: ``s_t = s_f + (s_i − s_f)·(1 − (t − t_0)/(t_1 − t_0))³`` for
-  ``t_0 ≤ t ≤ t_1``, updated every ``frequency`` steps (``s_i`` before ``t_0``, ``s_f`` after
+  of its weights is zero (``scope="layer"``), or one threshold over all kernels makes the
+  fraction ``s_t`` hold for them together (``scope="global"``).
+* Zhu & Gupta's gradual schedule: ``s_t = s_f + (s_i − s_f)·(1 − (t − t_0)/(t_1 − t_0))³``
+  for ``t_0 ≤ t ≤ t_1``, updated every ``frequency`` steps (``s_i`` before ``t_0``, ``s_f`` after
   ``t_1``); ``"constant"`` prunes to ``s_f`` at ``t_0``.
 * Restoration (F-19, dynamic network surgery, Guo et al.): with ``allow_regrowth=True`` each
   kernel keeps a dense shadow copy ``W̃``; the optimizer's update of the masked weight

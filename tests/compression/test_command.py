@@ -54,13 +54,13 @@ def test_compress_methods_write_model_and_report(trained_run, tmp_path, method, 
 
 def test_compress_int8_and_binary(trained_run, tmp_path):
     result, _ = trained_run
-    report = compress_run(result.run_dir, "int8", {"calibration": 50, "latency_repeats": 1}, out_dir=tmp_path,
-                          verbose=False)
+    report = compress_run(result.run_dir, "int8", {"calibration": 50, "latency_repeats": 1},
+                          out_dir=tmp_path, verbose=False)
     _check(report, tmp_path, "int8")
     assert report["model_path"].endswith("compressed_int8.tflite")
     assert report["after"]["bytes"] < report["before"]["bytes"]
-    report = compress_run(result.run_dir, "binary", {"epochs": 1, "latency_repeats": 1}, out_dir=tmp_path,
-                          verbose=False)
+    report = compress_run(result.run_dir, "binary", {"epochs": 1, "latency_repeats": 1},
+                          out_dir=tmp_path, verbose=False)
     _check(report, tmp_path, "binary")
     assert 0.0 <= report["after"]["top1"] <= 1.0
 

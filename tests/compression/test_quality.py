@@ -41,7 +41,7 @@ def test_svd_to_40_percent_of_dense_params(lenet_run, tmp_path):
 
 def test_magnitude_pruning_to_90_percent(lenet_run, tmp_path):
     report = _compress(lenet_run, tmp_path, "prune",
-                       {"sparsity": 0.9, "finetune_epochs": 15, "lr": 0.002})
+                       {"sparsity": 0.9, "finetune_epochs": 15, "lr": 0.002, "ramp": 1 / 3})
     assert report["details"]["sparsity"] >= 0.899
     assert report["top1_drop"] <= 0.01, report["after"]["top1"]
 

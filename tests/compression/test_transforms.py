@@ -68,7 +68,7 @@ def test_rank_from_energy_and_param_budget():
     low = factorize(model, energy=0.5, conv=None, layers=["d1"])
     assert low.get_layer("d1").rank == expected
     budget = factorize(model, param_ratio=0.4, conv=None)
-    dense = lambda m: sum(m.get_layer(n).count_params() - m.get_layer(n).bias.shape[0]
+    dense = lambda m: sum(m.get_layer(n).count_params()
                           for n in ("d1", "probabilities"))
     assert dense(budget) <= 0.4 * dense(model)
 
@@ -161,7 +161,8 @@ def test_pruning_rejects_bad_arguments():
 
 def test_filter_pruning_removes_dead_filter_without_changing_outputs():
     model = _model()
-    c1, bn = model.get_layer("backbone").get_layer("c1"), model.get_layer("backbone").get_layer("bn1")
+    backbone = model.get_layer("backbone")
+    c1, bn = backbone.get_layer("c1"), backbone.get_layer("bn1")
     kernel, bias = c1.get_weights()
     kernel[..., 2] = 0.0
     c1.set_weights([kernel, bias])
