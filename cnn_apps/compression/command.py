@@ -67,11 +67,13 @@ def _model_bytes(model) -> dict:
     gzip-compressed (the size Han et al. report for pruned models)."""
     import tempfile
 
-    from cnn_apps.compression._graph import rebuild
+    import keras
 
+    # A new, never-compiled Functional wrapper over the same layers: no optimizer slots.
+    plain = keras.Model(model.input, model.output, name=model.name)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
-        rebuild(model).save(path)
+        plain.save(path)
         return _bytes(path)
 
 

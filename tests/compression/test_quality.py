@@ -4,6 +4,11 @@ The run is LeNet-5 with its own classifier head (``head=paper``; ReLU + max-pool
 variant S2 says works better) trained 30 epochs with the default classification config
 otherwise (digits, 32×32×3, augmentation); it reaches about 0.98 top-1. Every bar is relative
 to that run's own top-1 on the test split (drop <= 1 point), as the issue states.
+
+Measured (2-core machine, whole file 2 min 47 s): run 0.9833; SVD to 0.392 of the Dense
+parameters + 3 fine-tune epochs 0.9777; 90% magnitude pruning (global threshold, cubic ramp
+over the first third of 20 fine-tune epochs) 0.9833; PQ at 11.2x (16 centroids of 4-d
+sub-vectors) 0.9861 without fine-tuning; XNOR LeNet-5 from scratch (20 epochs) 0.9777.
 """
 
 import pytest
@@ -41,7 +46,7 @@ def test_svd_to_40_percent_of_dense_params(lenet_run, tmp_path):
 
 def test_magnitude_pruning_to_90_percent(lenet_run, tmp_path):
     report = _compress(lenet_run, tmp_path, "prune",
-                       {"sparsity": 0.9, "finetune_epochs": 15, "lr": 0.002, "ramp": 1 / 3})
+                       {"sparsity": 0.9, "finetune_epochs": 20, "lr": 0.002, "ramp": 1 / 3})
     assert report["details"]["sparsity"] >= 0.899
     assert report["top1_drop"] <= 0.01, report["after"]["top1"]
 
