@@ -60,10 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=("val", "test"))
 
     pr = sub.add_parser("predict", help="predict on image files or folders",
-                        description="Print one JSON line per image with the top-k classes.")
+                        description="Print one JSON line per image: the top-k classes "
+                                    "(classification), the detections (detection), ...")
     pr.add_argument("model", help="run folder or .keras file")
     pr.add_argument("inputs", nargs="+", help="image files or folders of images")
-    pr.add_argument("--top-k", type=int, default=None, help="classes per image (default: 5)")
+    pr.add_argument("--top-k", type=int, default=None, help="classes (or detections) per image (default: 5)")
     pr.add_argument("--annotate", metavar="DIR", help="write annotated PNGs into DIR")
 
     ex = sub.add_parser("export", help="export a trained run: saved_model | onnx | tflite",
@@ -243,7 +244,9 @@ def cmd_predict(args) -> None:
     for path, image, result in zip(files, originals, results):
         print(json.dumps({"image": str(path), **result}))
         if args.annotate:
-            _annotate(image, result, Path(args.annotate) / f"{path.stem}_pred.png")
+            # Tasks with non-class results (boxes) draw their own pictures.
+            annotate = getattr(task, "annotate", None) or _annotate
+            annotate(image, result, Path(args.annotate) / f"{path.stem}_pred.png")
 
 
 def _annotate(image, result, out_path):
