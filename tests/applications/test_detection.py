@@ -467,3 +467,18 @@ def test_onnx_export_matches_keras(shapes_root, tmp_path, model_name):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_cli_predict_draws_boxes(ssd_run, tmp_path, capsys):
+    import cv2
+
+    from cnn_apps.cli import main
+
+    result, config = ssd_run
+    image = tmp_path / "shape.png"
+    cv2.imwrite(str(image), TASK.data(config).x_val[0][..., ::-1])
+    assert main(["predict", str(result.run_dir), str(image), "--top-k", "3",
+                 "--annotate", str(tmp_path / "ann")]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert row["image"] == str(image) and len(row["detections"]) <= 3
+    assert (tmp_path / "ann" / "shape_pred.png").is_file()
