@@ -49,7 +49,8 @@ def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path):
         while not (backup.exists() and (run_dir / "history.csv").exists()
                    and _epochs(run_dir / "history.csv")):
             assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no backup after 600 s"
+            if time.monotonic() > deadline:  # hang guard, not a speed check
+                pytest.fail("the first run wrote no backup within 600 s")
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
         assert process.wait(timeout=60) == -signal.SIGKILL
