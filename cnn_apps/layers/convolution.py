@@ -13,6 +13,7 @@ import math
 import keras
 import numpy as np
 from keras import ops
+from cnn_apps.layers._validation import positive_int as _positive_int
 
 __all__ = ["TiledConv2D", "LocallyConnected2D", "MLPConv2D", "DeformableConv2D",
            "SpaceToDepthConv2D", "BlurPool2D", "space_to_depth", "receptive_field",
@@ -22,10 +23,6 @@ _register = keras.saving.register_keras_serializable(package="cnn_apps")
 
 
 # ----------------------------------------------------------------------------- validation
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _int_tuple(value, rank, name):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 from keras import ops
+from cnn_apps.layers._validation import positive_int as _positive_int, int_pair as _int_pair
 
 __all__ = ["FFTConv2D", "WinogradConv2D", "WINOGRAD_F2X2_3X3"]
 
@@ -30,20 +31,6 @@ WINOGRAD_F2X2_3X3 = {
     "G": np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], "float32"),
     "AT": np.array([[1, 1, 1, 0], [0, 1, -1, -1]], "float32"),
 }
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _int_pair(value, name):
-    values = (value,) * 2 if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
-                               or v < 1 for v in values):
-        raise ValueError(f"{name} must be a positive integer or 2 of them, got {value!r}")
-    return tuple(int(v) for v in values)
 
 
 class _Conv2DLike(keras.layers.Layer):

@@ -23,26 +23,13 @@ import math
 import keras
 import numpy as np
 from keras import ops
+from cnn_apps.layers._validation import positive_int as _positive_int, int_pair as _int_pair
 
 __all__ = ["BinaryDense", "BinaryConv2D", "LookupConv2D", "sign_ste", "quantize_ste",
            "BINARY_MODES"]
 
 _PACKAGE = "cnn_apps"
 BINARY_MODES = ("bnn", "xnor", "dorefa")
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _int_pair(value, name):
-    values = (value,) * 2 if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
-                               or v < 1 for v in values):
-        raise ValueError(f"{name} must be a positive integer or 2 of them, got {value!r}")
-    return tuple(int(v) for v in values)
 
 
 def _padding(padding):

@@ -22,6 +22,7 @@ import warnings
 import keras
 import numpy as np
 from keras import ops
+from cnn_apps.layers._validation import positive_int as _positive_int
 
 __all__ = ["DropConnectDense", "DropConnectConv2D", "LpRegularizer",
            "LocalResponseNormalization", "alexnet_normal", "alexnet_bias_initializer",
@@ -35,12 +36,6 @@ def _check_rate(rate):
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"rate (the drop probability) must be in [0, 1), got {rate}")
     return rate
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _int_tuple(value, name, n=2):

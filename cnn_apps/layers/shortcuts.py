@@ -17,16 +17,11 @@ import keras
 from keras import ops
 
 from cnn_apps.layers.activations import ACTIVATIONS, get_activation
+from cnn_apps.layers._validation import positive_int as _positive_int
 
 __all__ = ["Highway", "HighwayConv2D", "ResidualBlock", "DenseBlock", "StochasticDepth"]
 
 _PACKAGE = "cnn_apps"
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _check_activation(activation):

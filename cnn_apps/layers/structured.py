@@ -23,17 +23,12 @@ import math
 import keras
 import numpy as np
 from keras import ops
+from cnn_apps.layers._validation import positive_int as _positive_int
 
 __all__ = ["LowRankDense", "TTDense", "CirculantDense", "FastfoodDense", "ACDCDense",
            "HashedDense", "walsh_hadamard", "dct_ortho", "idct_ortho", "hashed_dense_index"]
 
 _PACKAGE = "cnn_apps"
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _int_list(values, name):
