@@ -27,7 +27,7 @@ import tensorflow as tf
 from keras import ops
 
 from cnn_apps.applications.generative.vae import (OneHotLabels, _images_and_labels, _single,
-                                                  check_image_shape)
+                                                  check_generator_args, check_image_shape)
 
 __all__ = ["GAN", "build_generator", "build_discriminator", "discriminator_loss",
            "generator_loss"]
@@ -119,14 +119,9 @@ class GAN(keras.Model):
                  seed=0, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = check_image_shape(image_shape)
-        if int(latent_dim) < 1:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
-        if int(width) < 1:
-            raise ValueError(f"width must be a positive integer, got {width}")
-        if int(num_classes) < 0 or int(num_classes) == 1:
-            raise ValueError(f"num_classes must be 0 (DCGAN) or >= 2 (CGAN), got {num_classes}")
-        self.latent_dim, self.width = int(latent_dim), int(width)
-        self.num_classes, self.seed = int(num_classes), int(seed)
+        self.latent_dim, self.width, self.num_classes = check_generator_args(
+            latent_dim, width, num_classes, "DCGAN", "CGAN")
+        self.seed = int(seed)
         self.generator = build_generator(self.image_shape, self.latent_dim, self.width,
                                          self.num_classes)
         self.discriminator = build_discriminator(self.image_shape, self.width,

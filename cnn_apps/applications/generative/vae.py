@@ -43,6 +43,21 @@ def check_image_shape(image_shape):
     return shape
 
 
+def check_generator_args(latent_dim, width, num_classes, plain, conditional):
+    """Shared constructor checks of the VAE and GAN models; returns the three as ints.
+
+    ``plain``/``conditional`` name the two variants in the message (e.g. "VAE", "CVAE").
+    """
+    if int(latent_dim) < 1:
+        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
+    if int(width) < 1:
+        raise ValueError(f"width must be a positive integer, got {width}")
+    if int(num_classes) < 0 or int(num_classes) == 1:
+        raise ValueError(f"num_classes must be 0 ({plain}) or >= 2 ({conditional}), "
+                         f"got {num_classes}")
+    return int(latent_dim), int(width), int(num_classes)
+
+
 def gaussian_kl(mean, log_var):
     """KL(N(μ, diag σ²) ‖ N(0, I)) per row, summed over the latent axis (nats):
     −½ Σ (1 + log σ² − μ² − σ²)."""
@@ -179,14 +194,9 @@ class VAE(keras.Model):
                  **kwargs):
         super().__init__(**kwargs)
         self.image_shape = check_image_shape(image_shape)
-        if int(latent_dim) < 1:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
-        if int(width) < 1:
-            raise ValueError(f"width must be a positive integer, got {width}")
-        if int(num_classes) < 0 or int(num_classes) == 1:
-            raise ValueError(f"num_classes must be 0 (VAE) or >= 2 (CVAE), got {num_classes}")
-        self.latent_dim, self.width = int(latent_dim), int(width)
-        self.num_classes, self.seed = int(num_classes), int(seed)
+        self.latent_dim, self.width, self.num_classes = check_generator_args(
+            latent_dim, width, num_classes, "VAE", "CVAE")
+        self.seed = int(seed)
         self.encoder = build_vae_encoder(self.image_shape, self.latent_dim, self.width,
                                          self.num_classes)
         self.decoder = build_vae_decoder(self.image_shape, self.latent_dim, self.width,
