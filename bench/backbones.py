@@ -20,6 +20,7 @@ Usage:
                                                     # mobilenet_v2, densenet121 at 224, batch 16
     python bench/backbones.py --quick               # 64×64, batch 8, 2 steps: proves it works
     python bench/backbones.py --models resnet18,shufflenet_v2 --batch 32 --steps 10
+    python bench/backbones.py --models all --size 0 # every backbone at its own default input
     cnn-apps bench backbones --quick
 """
 
@@ -60,11 +61,14 @@ expected to be slower than the plain ones."""
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated backbone names")
+    p.add_argument("--models", default=DEFAULT_MODELS,
+                   help="comma-separated backbone names, or 'all'")
     p.add_argument("--batch", type=int, default=None, help="batch size (16; quick: 8)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per measurement "
                                                           "(5; quick: 2)")
-    p.add_argument("--size", type=int, default=None, help="input side (224; quick: 64)")
+    p.add_argument("--size", type=int, default=None,
+                   help="input side (224; quick: 64); 0 = each backbone's own default input "
+                        "(224/299 for ImageNet nets, 32 for the CIFAR-style and LeNet nets)")
     p.add_argument("--configs", default=",".join(CONFIGS),
                    help=f"comma-separated subset of {','.join(CONFIGS)}")
     p.add_argument("--matmul", type=int, default=None, help="peak matmul size n (4096; "
@@ -76,9 +80,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.batch = args.batch or (8 if args.quick else 16)
     args.steps = args.steps or (2 if args.quick else 5)
-    args.size = args.size or (64 if args.quick else 224)
+    if args.size is None:
+        args.size = 64 if args.quick else 224
     args.matmul = args.matmul or (2048 if args.quick else 4096)
-    for name in ("batch", "steps", "size", "matmul"):
+    if args.size < 0:
+        p.error("--size must be >= 0 (0: each backbone's default input)")
+    for name in ("batch", "steps", "matmul"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be a positive integer")
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -86,7 +93,20 @@ def parse_args(argv=None):
     if unknown:
         p.error(f"unknown --configs {unknown}; choose from {list(CONFIGS)}")
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.models == ["all"]:
+        from cnn_apps.backbones import list_backbones
+
+        args.models = list_backbones()
     return args
+
+
+def input_side(name, args):
+    """``--size``, or (``--size 0``) the backbone's registered default input side."""
+    if args.size:
+        return args.size
+    from cnn_apps.backbones import get_spec
+
+    return int(get_spec(name).default_input_shape[0])
 
 
 def machine_description():
@@ -154,13 +174,14 @@ def measure(name, config, args):
     from cnn_apps.backbones.flops import count_flops
 
     policy, jit = CONFIGS[config]
+    side = input_side(name, args)
     keras.config.set_dtype_policy(policy)
     try:
-        model = create(name, input_shape=(args.size, args.size, 3), num_classes=1000)
+        model = create(name, input_shape=(side, side, 3), num_classes=1000)
     finally:
         keras.config.set_dtype_policy("float32")
     flops = count_flops(model)
-    x = tf.random.uniform((args.batch, args.size, args.size, 3))
+    x = tf.random.uniform((args.batch, side, side, 3))
     y = tf.random.uniform((args.batch,), maxval=1000, dtype=tf.int32)
     variables = model.trainable_variables
 
@@ -188,18 +209,19 @@ def measure(name, config, args):
 
 
 def format_table(rows, peaks):
-    header = ("| model | config | GFLOPs/img | infer img/s | infer % peak | train img/s | "
-              "train % peak |")
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|"]
+    header = ("| model | config | input | GFLOPs/img | infer img/s | infer % peak | "
+              "train img/s | train % peak |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['model']} | {row['config']} | - | - | - | - | "
+            lines.append(f"| {row['model']} | {row['config']} | - | - | - | - | - | "
                          f"{row['error']} |")
             continue
         peak = peaks["bfloat16" if row["config"].startswith("bf16") else "float32"]
         infer_pct = 100 * row["flops"] * row["infer"] / peak
         train_pct = 100 * 3 * row["flops"] * row["train"] / peak
-        lines.append(f"| {row['model']} | {row['config']} | {row['flops'] / 1e9:.3f} | "
+        lines.append(f"| {row['model']} | {row['config']} | {row['side']} | "
+                     f"{row['flops'] / 1e9:.3f} | "
                      f"{row['infer']:.1f} | {infer_pct:.1f} | {row['train']:.1f} | "
                      f"{train_pct:.1f} |")
     return "\n".join(lines)
@@ -237,8 +259,8 @@ def main(argv=None):
                 rows.append({"model": name, "config": config,
                              "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"})
             else:
-                rows.append({"model": name, "config": config, "flops": flops, "infer": infer,
-                             "train": train})
+                rows.append({"model": name, "config": config, "side": input_side(name, args),
+                             "flops": flops, "infer": infer, "train": train})
             print(format_table(rows[-1:], peaks).splitlines()[-1],
                   f"({time.perf_counter() - start:.0f}s)", flush=True)
     # Measured again at the end and the best kept: on a shared machine a single short window
@@ -252,7 +274,7 @@ def main(argv=None):
         "",
         f"Run {stamp}: `python bench/backbones.py {shlex.join(sys.argv[1:])}`".rstrip(),
         f"- machine: {machine}",
-        f"- input {args.size}×{args.size}×3, batch {args.batch}, best of 2 × {args.steps} "
+        f"- input {'each backbone default (column input)' if not args.size else f'{args.size}×{args.size}×3'}, batch {args.batch}, best of 2 × {args.steps} "
         f"steps; training = forward + backward + SGD update, counted as 3× forward FLOPs",
         f"- practical peak (best {args.matmul}² matmul chain, start and end of the run): "
         f"float32 "

@@ -46,6 +46,15 @@ class Task(ABC):
                       loss=self.loss(config), metrics=self.metrics(config),
                       jit_compile=bool(config.get("jit_compile", False)))
 
+    def finalize_model(self, model, config, run_dir):
+        """Stages that follow gradient training (e.g. R-CNN's per-class SVMs and box
+        regressors, fitted on features of the trained network). Called by ``train`` on the
+        best checkpoint, before evaluation and export; returns the final model. A task that
+        changes the model here must also save it over ``run_dir / "best.keras"`` (atomically)
+        so ``evaluate``/``predict``/``export`` of the run see the same model. The default
+        returns ``model`` unchanged."""
+        return model
+
     def backbone_layer_name(self) -> str | None:
         """Name of the nested backbone model (frozen during fine-tuning), if any."""
         return "backbone"

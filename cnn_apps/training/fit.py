@@ -217,6 +217,7 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
     if not chief:  # the chief evaluates, logs and exports; the scratch folder goes away
         shutil.rmtree(out_dir, ignore_errors=True)
         return RunResult(run_dir, {}, model)
+    model = task.finalize_model(model, config, run_dir)
     metrics = task.evaluate(model, config, split="test", run_dir=run_dir)
     metrics["epochs_run"] = _epochs_in_history(run_dir / "history.csv")
     atomic_write_json(run_dir / "metrics.json", metrics)

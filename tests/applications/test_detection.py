@@ -347,7 +347,7 @@ def test_loss_arguments_are_checked():
     with pytest.raises(ValueError, match="grid_sizes"):
         YoloV3Loss([4, 2])
     with pytest.raises(ConfigError, match="model must be one of"):
-        get_detector("rcnn")
+        get_detector("detr")
 
 
 @pytest.mark.parametrize("model_name,rows", [("ssd", 4 * (64 + 16 + 4 + 1 + 1)),

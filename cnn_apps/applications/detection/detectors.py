@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +30,15 @@ class Detector:
     _info: Callable
     _loss: Callable
     _postprocess: Callable
+    #: optional ``compile(model, config, learning_rate, info)`` replacing the default compile
+    #: (detectors whose model subclass has its own ``train_step``, e.g. two-stage ones).
+    _compile: Callable | None = None
+    #: optional ``finalize(model, config, task, run_dir) -> model``: stages after gradient
+    #: training (R-CNN / SPP-net SVMs and box regressors); see ``Task.finalize_model``.
+    _finalize: Callable | None = None
+    #: the model takes ``{"images", "proposals"}`` (external region proposals, e.g.
+    #: selective search) instead of images alone.
+    needs_proposals: bool = False
 
     def build_model(self, config, num_classes, backbone=None):
         """``images`` (N, S, S, 3) raw pixels → ``{"raw": tensor}``; ``backbone`` overrides
@@ -46,11 +56,18 @@ class Detector:
         return self._loss(config, info)
 
     def compile_model(self, model, config, learning_rate, info):
+        if self._compile is not None:
+            return self._compile(model, config, learning_rate, info)
         from cnn_apps.training.fit import make_optimizer
 
         model.compile(optimizer=make_optimizer({**config, "learning_rate": learning_rate}),
                       loss={"raw": self.loss(config, info)},
                       jit_compile=bool(config.get("jit_compile", False)))
+
+    def finalize(self, model, config, task, run_dir):
+        if self._finalize is None:
+            return model
+        return self._finalize(model, config, task, run_dir)
 
     def postprocess(self, raw_outputs, info):
         """Raw model output → ``{"detection_boxes", "detection_scores", "detection_classes",
@@ -74,8 +91,23 @@ DETECTORS = {
                         yolo_v3.postprocess),
 }
 
+# Detectors defined in their own modules (each exposes ``DETECTOR``), imported on first use.
+_MODULES = {
+    "rcnn": "cnn_apps.applications.detection.rcnn",
+    "sppnet": "cnn_apps.applications.detection.sppnet",
+    "fast_rcnn": "cnn_apps.applications.detection.fast_rcnn",
+    "faster_rcnn": "cnn_apps.applications.detection.faster_rcnn",
+}
+
+
+def detector_names():
+    return [*DETECTORS, *_MODULES]
+
 
 def get_detector(name):
-    if name not in DETECTORS:
-        raise ConfigError(f"model must be one of {', '.join(DETECTORS)}, got '{name}'")
-    return DETECTORS[name]
+    if name in DETECTORS:
+        return DETECTORS[name]
+    if name in _MODULES:
+        DETECTORS[name] = importlib.import_module(_MODULES[name]).DETECTOR
+        return DETECTORS[name]
+    raise ConfigError(f"model must be one of {', '.join(detector_names())}, got '{name}'")

@@ -99,6 +99,9 @@ class DetectionTask(Task):
             del model
         return dict(self._info_cache[key])
 
+    def finalize_model(self, model, config, run_dir):
+        return self.detector(config).finalize(model, config, self, run_dir)
+
     def loss(self, config):
         info = self.model_info(config)
         return {"raw": self.detector(config).loss(config, info)}
