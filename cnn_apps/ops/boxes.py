@@ -323,17 +323,19 @@ def box_voting(kept_boxes, all_boxes, all_scores, iou_threshold=0.5):
     neighbour (or zero total score) stays unchanged.
 
     Args:
-        kept_boxes: (K, 4) boxes after NMS; all_boxes: (N, 4) boxes before NMS; all_scores:
-            (N,) non-negative scores. Same units.
+        kept_boxes: (..., K, 4) boxes after NMS; all_boxes: (..., N, 4) boxes before NMS;
+            all_scores: (..., N) non-negative scores. Same units; leading (batch) axes
+            broadcast, e.g. one candidate set per kept box with K = 1.
 
     Returns:
-        (K, 4) refined boxes.
+        (..., K, 4) refined boxes.
     """
     kept = _as_boxes(kept_boxes, "kept_boxes")
     boxes = ops.cast(_as_boxes(all_boxes, "all_boxes"), kept.dtype)
     scores = ops.cast(ops.convert_to_tensor(all_scores), boxes.dtype)
-    weights = ops.where(box_iou(kept, boxes) >= iou_threshold, scores[None, :], 0.0)  # (K, N)
-    total = ops.sum(weights, axis=1, keepdims=True)
+    weights = ops.where(box_iou(kept, boxes) >= iou_threshold,
+                        ops.expand_dims(scores, -2), 0.0)  # (..., K, N)
+    total = ops.sum(weights, axis=-1, keepdims=True)
     voted = ops.matmul(weights, boxes) / ops.where(total > 0, total, ops.ones_like(total))
     return ops.where(total > 0, voted, kept)
 
