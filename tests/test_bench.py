@@ -23,3 +23,20 @@ def test_fast_convolution_benchmark_runs_quick_mode():
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "FastfoodDense" in out.stdout and "p = " in out.stdout  # growth exponents printed
+
+
+def test_detection_benchmark_runs_quick_mode_for_every_detector():
+    from cnn_apps.applications.detection.detectors import DETECTORS, detector_names
+
+    one_stage = [name for name in DETECTORS if not DETECTORS[name].needs_proposals]
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "detection.py"), "--quick",
+                          "--no-write", "--set", "backbone_args={width: 8}"],
+                         capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| detector")}
+    assert set(rows) == set(detector_names())  # unavailable detectors are error rows
+    for name in one_stage:  # built in: measured, with positive rates and post share
+        cells = [c.strip() for c in rows[name].split("|")[1:-1]]
+        assert cells[2] == "64" and all(float(v) > 0 for v in cells[4:7]), rows[name]
+        assert float(cells[7].rstrip("%")) > 0, rows[name]

@@ -339,6 +339,52 @@ def test_yolo_v3_loss_matches_numpy_reference(ignore_iou):
                                rtol=1e-5, atol=1e-4)
 
 
+def test_yolo_v3_decode_inverts_the_loss_encoding():
+    """Raw outputs set to the loss's own regression targets (numpy: best-shape anchor, centre
+    cell, logit of the in-cell offset, log size ratio) decode back to the ground truth, give
+    an almost zero loss and come out of the post-processing as the top detections."""
+    from cnn_apps.applications.detection import yolo_v3
+    from cnn_apps.applications.detection.common import postprocess_config
+
+    grids, c = [8, 4, 2], 3
+    anchors = yolo_v3.ANCHORS
+    rows = [[0.1, 0.12, 0.16, 0.19, 2], [0.3, 0.25, 0.62, 0.55, 0], [0.52, 0.05, 0.98, 0.5, 1]]
+    flat = [a for level in anchors for a in level]
+    raw = np.full((1, sum(3 * g * g for g in grids), 5 + c), -12.0, np.float32)
+    assigned = []
+    for ymin, xmin, ymax, xmax, cls in rows:
+        h, w = ymax - ymin, xmax - xmin
+        shape_iou = [min(h, ah) * min(w, aw) / (h * w + ah * aw - min(h, ah) * min(w, aw))
+                     for ah, aw in flat]
+        best = int(np.argmax(shape_iou))
+        scale, k = divmod(best, 3)
+        g = grids[scale]
+        cy, cx = (ymin + ymax) / 2 * g, (xmin + xmax) / 2 * g
+        i, j = int(cy), int(cx)
+        p = sum(3 * q * q for q in grids[:scale]) + (i * g + j) * 3 + k
+        ah, aw = flat[best]
+        logit = lambda v: np.log(v / (1 - v))  # noqa: E731
+        raw[0, p, :5] = [logit(cx - j), logit(cy - i), np.log(w / aw), np.log(h / ah), 12.0]
+        raw[0, p, 5 + int(cls)] = 12.0
+        assigned.append(p)
+    assert len(set(assigned)) == len(rows)
+    info = {"grid_sizes": grids, "anchors": anchors}
+    boxes, scores = (keras.ops.convert_to_numpy(t) for t in yolo_v3.decode(raw, info))
+    np.testing.assert_allclose(boxes[0, assigned], np.array(rows)[:, :4], atol=1e-5)
+    gt = padded_gt(rows, 4)[None]
+    loss = YoloV3Loss(grids, anchors, c)
+    assert float(keras.ops.convert_to_numpy(loss.call(gt, raw))[0]) < 0.05
+    out = yolo_v3.postprocess(tf.constant(raw), {"detector": info,
+                                                 "postprocess": postprocess_config({})})
+    n = int(out["num_detections"][0])
+    assert n == len(rows) and np.all(out["detection_scores"][0, :n] > 0.99)
+    got = sorted(zip(out["detection_classes"][0, :n].numpy() - 1,
+                     out["detection_boxes"][0, :n].numpy().tolist()))
+    for (cls, box), row in zip(got, sorted(rows, key=lambda r: r[4])):
+        assert cls == row[4]
+        np.testing.assert_allclose(box, row[:4], atol=1e-5)
+
+
 def test_loss_arguments_are_checked():
     with pytest.raises(ValueError, match="neg_pos_ratio"):
         SSDMultiboxLoss([(2, 2)], neg_pos_ratio=-1)
@@ -350,15 +396,15 @@ def test_loss_arguments_are_checked():
         get_detector("detr")
 
 
-@pytest.mark.parametrize("model_name,rows", [("ssd", 4 * (64 + 16 + 4 + 1 + 1)),
-                                             ("yolo", None), ("yolo_v3", 3 * (64 + 16 + 4))])
+@pytest.mark.parametrize("model_name,rows", [("ssd", 4 * (256 + 64 + 16 + 4 + 1)),
+                                             ("yolo", None), ("yolo_v3", 3 * (256 + 64 + 16))])
 def test_other_backbone_builds_and_runs(shapes_root, model_name, rows):
     config = tiny_detection_config(shapes_root, model=model_name, backbone="mobilenet_v2",
                                    backbone_args={})
     model = TASK.build_model(config)
     raw = model.predict(np.zeros((1, 64, 64, 3), np.float32), verbose=0)["raw"]
-    if model_name == "yolo":  # P4 of mobilenet_v2 at 64 px: a 4x4 grid, 2 boxes + 4 classes
-        assert raw.shape == (1, 4, 4, 5 * 2 + 4)
+    if model_name == "yolo":  # P3 of mobilenet_v2 at 64 px: an 8x8 grid, 2 boxes + 4 classes
+        assert raw.shape == (1, 8, 8, 5 * 2 + 4)
     else:
         assert raw.shape == (1, rows, raw.shape[-1])
         assert raw.shape[-1] == (4 + 5 if model_name == "ssd" else 5 + 4)

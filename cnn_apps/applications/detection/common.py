@@ -34,7 +34,7 @@ def backbone_features(config, input_shape):
     weights = config.get("weights")
     net = backbones.create(name, input_shape=input_shape, features_only=True,
                            weights=weights if weights == "imagenet" else None,
-                           **(config.get("backbone_args") or {}))
+                           **backbone_arguments(config))
     if weights not in (None, "imagenet"):
         backbones.load_weights_file(net, weights)
     net.name = "backbone"
@@ -42,6 +42,23 @@ def backbone_features(config, input_shape):
     if not isinstance(features, dict) or not features:
         raise ConfigError(f"backbone '{name}' exposes no pyramid levels for detection")
     return inputs, features
+
+
+def backbone_arguments(config):
+    """The backbone builder's keyword arguments: ``backbone_args`` when it is not empty, else
+    ``backbone_defaults[<backbone name>]`` (e.g. ``{"resnet18": {"width": 32}}``), else none;
+    so ``backbone=<any registered>`` works without also clearing a resnet-only argument."""
+    explicit = config.get("backbone_args") or {}
+    if not isinstance(explicit, dict):
+        raise ConfigError(f"backbone_args must be a mapping of builder arguments, got "
+                          f"{explicit!r}")
+    if explicit:
+        return dict(explicit)
+    defaults = (config.get("backbone_defaults") or {}).get(config["backbone"]) or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"backbone_defaults.{config['backbone']} must be a mapping of builder "
+                          f"arguments, got {defaults!r}")
+    return dict(defaults)
 
 
 def pick_level(features, level, backbone):

@@ -1,6 +1,6 @@
 """SSD: single-shot multibox detector (Liu et al. 2016; survey S0 §5.2, SEED_CHECKLIST LS-18).
 
-Default boxes tile several feature maps of the backbone (``feature_levels``, e.g. P3..P5 of
+Default boxes tile several feature maps of the backbone (``feature_levels``, e.g. P2..P5 of
 the pyramid, plus ``extra_levels`` stride-2 conv blocks on top); level k has scale
 ``s_k = s_min + (s_max − s_min)(k − 1)/(m − 1)`` and boxes of aspect ratios ``a`` with
 ``w = s_k√a``, ``h = s_k/√a`` plus one extra square box of scale ``√(s_k s_{k+1})``
@@ -45,12 +45,12 @@ VARIANCES = (0.1, 0.1, 0.2, 0.2)
 def ssd_settings(config):
     """SSD keys of the config with defaults (``ssd:`` section)."""
     cfg = dict(config.get("ssd") or {})
-    return {"feature_levels": list(cfg.get("feature_levels") or ["P3", "P4", "P5"]),
-            "extra_levels": int(cfg.get("extra_levels", 2)),
+    return {"feature_levels": list(cfg.get("feature_levels") or ["P2", "P3", "P4", "P5"]),
+            "extra_levels": int(cfg.get("extra_levels", 1)),
             "extra_channels": int(cfg.get("extra_channels", 128)),
-            "head_channels": int(cfg.get("head_channels", 0)),
-            "min_scale": float(cfg.get("min_scale", 0.1)),
-            "max_scale": float(cfg.get("max_scale", 0.7)),
+            "head_channels": int(cfg.get("head_channels", 64)),
+            "min_scale": float(cfg.get("min_scale", 0.05)),
+            "max_scale": float(cfg.get("max_scale", 0.6)),
             "aspect_ratios": [float(a) for a in cfg.get("aspect_ratios") or [1.0, 2.0, 0.5]],
             "match_iou": float(cfg.get("match_iou", 0.5)),
             "neg_pos_ratio": float(cfg.get("neg_pos_ratio", 3.0)),

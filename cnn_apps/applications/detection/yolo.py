@@ -2,7 +2,7 @@
 SEED_CHECKLIST LS-17).
 
 The image is divided into an S×S grid (here: the cells of one backbone feature level,
-``yolo.level``, e.g. P4 = stride 16 → 8×8 at 128 px). Each cell predicts B boxes
+``yolo.level``, e.g. P3 = stride 8 → 16×16 at 128 px). Each cell predicts B boxes
 ``(x, y, √w, √h, confidence)`` and one set of C class probabilities. ``x, y`` are the box
 centre's offset inside its cell and ``√w, √h`` the square roots of its size as fractions of
 the image; x, y, √w, √h and the confidence pass through a sigmoid, the class scores
@@ -41,7 +41,7 @@ from cnn_apps.ops import box_iou
 
 def yolo_settings(config):
     cfg = dict(config.get("yolo") or {})
-    return {"level": str(cfg.get("level", "P4")),
+    return {"level": str(cfg.get("level", "P3")),
             "boxes_per_cell": int(cfg.get("boxes_per_cell", 2)),
             "head_channels": int(cfg.get("head_channels", 128)),
             "head_layers": int(cfg.get("head_layers", 2)),
