@@ -8,6 +8,7 @@ name ``cnn_apps``. ``list_layers()`` gives one line per public name.
 from cnn_apps.layers.activations import *  # noqa: F401,F403
 from cnn_apps.layers.convolution import *  # noqa: F401,F403
 from cnn_apps.layers.fast import *  # noqa: F401,F403
+from cnn_apps.layers.grouped import *  # noqa: F401,F403
 from cnn_apps.layers.inception import *  # noqa: F401,F403
 from cnn_apps.layers.margin import *  # noqa: F401,F403
 from cnn_apps.layers.pooling import *  # noqa: F401,F403
@@ -17,10 +18,11 @@ from cnn_apps.layers.roi import *  # noqa: F401,F403
 from cnn_apps.layers.sequence import *  # noqa: F401,F403
 from cnn_apps.layers.shortcuts import *  # noqa: F401,F403
 from cnn_apps.layers.structured import *  # noqa: F401,F403
-from cnn_apps.layers import (activations, convolution, fast, inception, margin, pooling,
-                             quantized, regularization, roi, sequence, shortcuts, structured)
+from cnn_apps.layers import (activations, convolution, fast, grouped, inception, margin,
+                             pooling, quantized, regularization, roi, sequence, shortcuts,
+                             structured)
 
-_MODULES = (convolution, inception, sequence, shortcuts, pooling, activations, regularization,
+_MODULES = (convolution, grouped, inception, sequence, shortcuts, pooling, activations, regularization,
             margin, roi, structured, quantized, fast)
 
 

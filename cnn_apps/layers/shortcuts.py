@@ -18,6 +18,7 @@ from keras import ops
 
 from cnn_apps.layers.activations import ACTIVATIONS, get_activation
 from cnn_apps.layers._validation import positive_int as _positive_int
+from cnn_apps.layers.grouped import GroupedConv2D
 
 __all__ = ["Highway", "HighwayConv2D", "ResidualBlock", "DenseBlock", "StochasticDepth"]
 
@@ -330,7 +331,8 @@ class ResidualBlock(keras.layers.Layer):
         return [(3, f, s, g), (3, f, 1, g)]
 
     def _conv(self, kernel_size, filters, strides, groups, name):
-        return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
+        # GroupedConv2D is keras Conv2D without its forced XLA for groups > 1 (slow on CPU).
+        return GroupedConv2D(filters, kernel_size, strides=strides, padding="same",
                                    groups=groups, use_bias=False, name=name,
                                    kernel_initializer=self.kernel_initializer,
                                    kernel_regularizer=self.kernel_regularizer,
