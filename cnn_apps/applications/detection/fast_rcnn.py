@@ -141,7 +141,7 @@ class FastRCNN(two_stage.TwoStageModel):
 # -- Detector plumbing ----------------------------------------------------------------------
 def build_model(config, num_classes):
     return FastRCNN(num_classes, int(config["image_size"]), config["backbone"],
-                    config.get("backbone_args") or {}, dict(config.get("fast_rcnn") or {}),
+                    two_stage.backbone_args(config), dict(config.get("fast_rcnn") or {}),
                     backbone_weights=config.get("weights"), seed=int(config.get("seed", 0)),
                     name=f"fast_rcnn_{config['backbone']}")
 

@@ -318,7 +318,7 @@ def sample_for(s, proposals, gt, num_classes, seed):
 def build_model(config, num_classes):
     weights = config.get("weights")
     return FasterRCNN(num_classes, int(config["image_size"]), config["backbone"],
-                      config.get("backbone_args") or {}, dict(config.get("faster_rcnn") or {}),
+                      two_stage.backbone_args(config), dict(config.get("faster_rcnn") or {}),
                       backbone_weights=weights, seed=int(config.get("seed", 0)),
                       name=f"faster_rcnn_{config['backbone']}")
 

@@ -42,12 +42,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from cnn_apps.applications.detection.common import nms_outputs, smooth_l1
+from cnn_apps.applications.detection.common import backbone_arguments, nms_outputs, smooth_l1
 from cnn_apps.ops import box_area, box_iou, box_voting, decode_boxes, encode_boxes
 
 __all__ = ["ROI_VARIANCES", "sample_roi_targets", "sampling_keys", "build_box_head",
            "fast_rcnn_loss", "roi_raw_outputs", "split_raw", "vote_detections",
-           "postprocess", "TwoStageModel", "head_settings", "plain"]
+           "postprocess", "TwoStageModel", "head_settings", "plain", "backbone_args"]
 
 #: scale divisors of the RoI box-regression targets (Fast R-CNN normalizes its targets by
 #: their standard deviation, about these values).
@@ -143,6 +143,13 @@ def plain(value):
     import json
 
     return json.loads(json.dumps(value))
+
+
+def backbone_args(config):
+    """The backbone builder arguments the config resolves to (``common.backbone_arguments``:
+    ``backbone_args``, else ``backbone_defaults[backbone]``); the models store them so a
+    reloaded model rebuilds the same backbone."""
+    return dict(backbone_arguments(config))
 
 
 def head_settings(section):
