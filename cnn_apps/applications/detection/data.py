@@ -15,7 +15,9 @@ Augmentation (training only, all in-graph and box-aware):
 * scale jitter + random crop: a window of side ``s ∈ [min_scale, max_scale]`` (fractions of
   the image; s > 1 zooms out and pads with grey) at a random position is resized back to S×S;
   boxes are mapped into the window, clipped to [0, 1] and dropped when less than
-  ``min_visible`` of their area is left (or they become thinner than 1e-3).
+  ``min_visible`` of their area is left (or they become thinner than 1e-3);
+* external region proposals (R-CNN / SPP-net / Fast R-CNN inputs, zero rows = padding) get
+  the same flip and window mapping as the ground truth (``augment_example(..., proposals)``).
 
 Example::
 
@@ -31,7 +33,8 @@ import numpy as np
 from cnn_apps.errors import ConfigError, DataError
 
 __all__ = ["DATASETS", "load_detection_records", "records_to_arrays", "flip_example",
-           "crop_example", "random_crop_window", "augment_example", "make_detection_dataset"]
+           "crop_example", "crop_boxes", "random_crop_window", "augment_example",
+           "proposals_as_rows", "rows_as_proposals", "make_detection_dataset"]
 
 DATASETS = ("shapes", "coco", "voc")
 _PAD_VALUE = 114.0  # grey used where a zoomed-out window leaves the image
@@ -137,6 +140,14 @@ def crop_example(image, gt, window, min_visible=0.5):
     size = tf.shape(image)[:2]
     crop = tf.image.crop_and_resize(tf.cast(image, tf.float32)[None], window[None], [0], size,
                                     extrapolation_value=_PAD_VALUE)[0]
+    return crop, crop_boxes(gt, window, min_visible)
+
+
+def crop_boxes(gt, window, min_visible=0.5):
+    """The box half of :func:`crop_example`: ``gt`` (M, 5) rows mapped into ``window``."""
+    import tensorflow as tf
+
+    window = tf.cast(window, tf.float32)
     y0, x0, y1, x1 = window[0], window[1], window[2], window[3]
     offset = tf.stack([y0, x0, y0, x0])
     extent = tf.stack([y1 - y0, x1 - x0, y1 - y0, x1 - x0])
@@ -152,7 +163,7 @@ def crop_example(image, gt, window, min_visible=0.5):
     pad = tf.concat([tf.zeros_like(clipped), -tf.ones_like(gt[:, 4:])], axis=-1)
     rows = tf.where(keep[:, None], rows, pad)
     order = tf.argsort(tf.cast(~keep, tf.int32), stable=True)  # valid rows first
-    return crop, tf.gather(rows, order)
+    return tf.gather(rows, order)
 
 
 def random_crop_window(seed, min_scale, max_scale):
@@ -168,16 +179,40 @@ def random_crop_window(seed, min_scale, max_scale):
     return tf.stack([y0, x0, y0 + side, x0 + side])
 
 
-def augment_example(image, gt, seed, augment: dict):
-    """The configured random flip / scale-jitter crop / photometric jitter of one example."""
+def proposals_as_rows(proposals):
+    """Proposals (R, 4) (zero rows = padding) → gt-style rows (R, 5): class 0 for a real box,
+    −1 for padding, so the box-aware augmentation maps them exactly like ground truth."""
+    import tensorflow as tf
+
+    proposals = tf.cast(proposals, tf.float32)
+    real = tf.reduce_any(tf.not_equal(proposals, 0.0), axis=-1, keepdims=True)
+    return tf.concat([proposals, tf.where(real, 0.0, -1.0)], axis=-1)
+
+
+def rows_as_proposals(rows):
+    """Inverse of :func:`proposals_as_rows`: dropped / padding rows become zero rows."""
+    import tensorflow as tf
+
+    return tf.where(rows[:, 4:5] >= 0, rows[:, :4], tf.zeros_like(rows[:, :4]))
+
+
+def augment_example(image, gt, seed, augment: dict, proposals=None):
+    """The configured random flip / scale-jitter crop / photometric jitter of one example.
+
+    ``proposals`` (R, 4) (optional, zero rows = padding) get the same flip and window mapping
+    as ``gt`` (boxes left with less than ``min_visible`` of their area are zeroed); the result
+    is then ``(image, gt, proposals)`` instead of ``(image, gt)``."""
     import tensorflow as tf
 
     image = tf.cast(image, tf.float32)
+    extra = None if proposals is None else proposals_as_rows(proposals)
     if augment.get("horizontal_flip"):
         flip = tf.random.stateless_uniform([], seed) < 0.5
         flipped_image, flipped_gt = flip_example(image, gt)
         image = tf.where(flip, flipped_image, image)
         gt = tf.where(flip, flipped_gt, gt)
+        if extra is not None:
+            extra = tf.where(flip, flip_example(image[:1, :1], extra)[1], extra)
     lo, hi = (float(v) for v in augment.get("scale_range") or (1.0, 1.0))
     if lo <= 0 or hi < lo:
         raise ConfigError(f"augment.scale_range must be [min, max] with 0 < min <= max; got "
@@ -185,35 +220,51 @@ def augment_example(image, gt, seed, augment: dict):
     probability = float(augment.get("crop_probability", 0.0))
     if probability > 0 and (lo, hi) != (1.0, 1.0):
         window = random_crop_window(seed + 2, lo, hi)
-        cropped_image, cropped_gt = crop_example(image, gt, window,
-                                                 float(augment.get("min_visible", 0.5)))
+        min_visible = float(augment.get("min_visible", 0.5))
+        cropped_image, cropped_gt = crop_example(image, gt, window, min_visible)
         use = tf.random.stateless_uniform([], seed + 4) < probability
         image = tf.where(use, cropped_image, image)
         gt = tf.where(use, cropped_gt, gt)
+        if extra is not None:
+            extra = tf.where(use, crop_boxes(extra, window, min_visible), extra)
     brightness = float(augment.get("brightness", 0.0))
     if brightness:
         image = image + tf.random.stateless_uniform([], seed + 5, -brightness,
                                                     brightness) * 255.0
-    return tf.clip_by_value(image, 0.0, 255.0), gt
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    if extra is None:
+        return image, gt
+    return image, gt, rows_as_proposals(extra)
 
 
 def make_detection_dataset(images, gt, batch_size: int, *, training: bool, seed: int = 0,
-                           augment: dict | None = None):
+                           augment: dict | None = None, proposals=None):
     """Batched ``(images float32 (B, S, S, 3), gt (B, max_boxes, 5))``; training shuffles
-    and applies :func:`augment_example` with a per-example stateless seed."""
+    and applies :func:`augment_example` with a per-example stateless seed.
+
+    With ``proposals`` (N, R, 4) the inputs become ``{"images": (B, S, S, 3), "proposals":
+    (B, R, 4)}`` and the augmentation moves the proposals with the image."""
     import tensorflow as tf
 
     if int(batch_size) < 1:
         raise ValueError(f"`batch_size` must be >= 1; got {batch_size}.")
-    ds = tf.data.Dataset.from_tensor_slices((images, gt))
+    if proposals is not None and (np.ndim(proposals) != 3 or np.shape(proposals)[-1] != 4
+                                  or len(proposals) != len(images)):
+        raise ValueError(f"`proposals` must be (N, R, 4) with N = {len(images)} images; got "
+                         f"shape {np.shape(proposals)}.")
+    slices = (images, gt) if proposals is None else (images, gt, proposals)
+    ds = tf.data.Dataset.from_tensor_slices(slices)
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         counter = tf.data.Dataset.counter()
         ds = tf.data.Dataset.zip((ds, counter))
         aug = dict(augment or {})
-        ds = ds.map(lambda pair, n: augment_example(
-            pair[0], pair[1], tf.stack([tf.cast(n, tf.int32), tf.constant(seed, tf.int32)]), aug),
+        ds = ds.map(lambda item, n: augment_example(
+            item[0], item[1], tf.stack([tf.cast(n, tf.int32), tf.constant(seed, tf.int32)]), aug,
+            proposals=item[2] if len(item) > 2 else None),
             num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+        ds = ds.map(lambda *item: (tf.cast(item[0], tf.float32), *item[1:]))
+    if proposals is not None:
+        ds = ds.map(lambda x, y, p: ({"images": x, "proposals": tf.cast(p, tf.float32)}, y))
     return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)

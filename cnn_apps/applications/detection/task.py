@@ -43,6 +43,7 @@ class DetectionTask(Task):
     def __init__(self):
         self._cache = {}
         self._info_cache = {}
+        self._proposal_cache = {}
 
     # -- data -------------------------------------------------------------------------------
     def data(self, config):
@@ -61,17 +62,38 @@ class DetectionTask(Task):
                                               x_train, gt_train, x_val, gt_val)}
         return self._cache[key]
 
+    def proposals(self, config, split):
+        """Region proposals (N, R, 4) of the ``train`` or ``val`` split for detectors that
+        take them (``Detector.needs_proposals``), else None; cached on disk next to the data
+        (``proposals.split_proposals``) and in memory."""
+        if not self.detector(config).needs_proposals:
+            return None
+        from cnn_apps.applications.detection.proposals import (proposal_cache_dir,
+                                                               proposal_settings,
+                                                               split_proposals)
+
+        data = self.data(config)
+        settings = proposal_settings(config)
+        key = repr((sorted(config["data"].items()), config["image_size"], split,
+                    sorted((k, repr(v)) for k, v in settings.items())))
+        if key not in self._proposal_cache:
+            images = data.x_train if split == "train" else data.x_val
+            self._proposal_cache[key] = split_proposals(images, settings,
+                                                        proposal_cache_dir(config), split)
+        return self._proposal_cache[key]
+
     def train_dataset(self, config):
         data = self.data(config)
         ds = make_detection_dataset(data.x_train, data.gt_train, int(config["batch_size"]),
                                     training=True, seed=int(config.get("seed", 0)),
-                                    augment=config.get("augment") or {})
+                                    augment=config.get("augment") or {},
+                                    proposals=self.proposals(config, "train"))
         return ds.map(lambda x, y: (x, {"raw": y}))
 
     def eval_dataset(self, config, split="val"):
         data = self.data(config)
         ds = make_detection_dataset(data.x_val, data.gt_val, int(config["batch_size"]),
-                                    training=False)
+                                    training=False, proposals=self.proposals(config, "val"))
         return ds.map(lambda x, y: (x, {"raw": y}))
 
     # -- model ------------------------------------------------------------------------------
@@ -96,8 +118,18 @@ class DetectionTask(Task):
                 "detector": det.info(config, len(data.class_names), model),
                 "postprocess": postprocess_config(config),
                 "top_k": int(config.get("max_detections", 100))}}
+            if det.needs_proposals:
+                from cnn_apps.applications.detection.proposals import proposal_settings
+
+                self._info_cache[key]["proposals"] = proposal_settings(config)
             del model
         return dict(self._info_cache[key])
+
+    def prepare_loading(self, info):
+        """Import the module of ``info["model"]`` (lazily loaded detectors register their
+        Keras model classes on import) so a fresh process can deserialize the run's model."""
+        if info.get("model"):
+            self.detector({"model": info["model"]})
 
     def finalize_model(self, model, config, run_dir):
         return self.detector(config).finalize(model, config, self, run_dir)
@@ -111,13 +143,22 @@ class DetectionTask(Task):
                                             self.model_info(config))
 
     # -- inference --------------------------------------------------------------------------
-    def detect(self, model, images, info, batch_size=32):
-        """Post-processed detections (numpy dict of the four outputs) for raw pixel images."""
+    def detect(self, model, images, info, batch_size=32, proposals=None):
+        """Post-processed detections (numpy dict of the four outputs) for raw pixel images.
+
+        Proposal-based detectors take ``proposals`` (N, R, 4) or run selective search on
+        ``images`` with the settings in ``info["proposals"]``."""
         import tensorflow as tf
 
         det = get_detector(info["model"])
-        raw = model.predict(np.asarray(images, np.float32), batch_size=batch_size,
-                            verbose=0)["raw"]
+        inputs = np.asarray(images, np.float32)
+        if det.needs_proposals:
+            if proposals is None:
+                from cnn_apps.applications.detection.proposals import compute_proposals
+
+                proposals = compute_proposals(np.asarray(images), info["proposals"])
+            inputs = {"images": inputs, "proposals": np.asarray(proposals, np.float32)}
+        raw = model.predict(inputs, batch_size=batch_size, verbose=0)["raw"]
         outs = [det.postprocess(tf.constant(raw[i:i + batch_size]), info)
                 for i in range(0, len(raw), batch_size)]
         return {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in OUTPUT_KEYS}
@@ -173,7 +214,8 @@ class DetectionTask(Task):
 
         data = self.data(config)
         info = self.model_info(config)
-        out = self.detect(model, data.x_val, info, int(config["batch_size"]))
+        out = self.detect(model, data.x_val, info, int(config["batch_size"]),
+                          proposals=self.proposals(config, "val"))
         predictions = []
         for i, rec in enumerate(data.val_records):
             count = int(out["num_detections"][i])
@@ -213,7 +255,15 @@ class DetectionTask(Task):
     def serving_endpoints(self, model, info):
         """``serving_default``: encoded JPEG/PNG bytes (N,) → the four TF OD API outputs
         (resized to the model's input size, NMS in the graph); ``predict_tensor``: float
-        pixels (N, S, S, 3) 0..255 → the same outputs."""
+        pixels (N, S, S, 3) 0..255 → the same outputs.
+
+        Proposal-based detectors (R-CNN, SPP-net, Fast R-CNN) take a second input
+        ``proposals``: float32 (N, R, 4) normalized ``(ymin, xmin, ymax, xmax)`` with
+        ``R = info["proposals"]["max_proposals"]``, zero rows = padding. Selective search runs
+        outside the graph, as in the papers (client side, e.g.
+        ``proposals.compute_proposals`` with ``model_info.json``'s ``proposals`` settings);
+        normalized boxes stay valid for any image size, so they may come from the original
+        image. The output names are the same."""
         import tensorflow as tf
 
         from cnn_apps.export.signatures import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS,
@@ -228,19 +278,67 @@ class DetectionTask(Task):
         def run(images):
             return det.postprocess(model(images, training=False)["raw"], info)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        image_spec = tf.TensorSpec([None, height, width, channels], tf.float32, name="images")
+        bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
+        if det.needs_proposals:
+            rois = int(info["proposals"]["max_proposals"])
+            proposal_spec = tf.TensorSpec([None, rois, 4], tf.float32, name="proposals")
+
+            def run_with(images, proposals):
+                count = tf.shape(images)[0]
+                check = tf.debugging.assert_equal(
+                    tf.shape(proposals)[0], count,
+                    message="proposals must have one (R, 4) row block per image")
+                with tf.control_dependencies([check]):
+                    proposals = tf.identity(proposals)
+                out = det.postprocess(model({"images": images, "proposals": proposals},
+                                            training=False)["raw"], info)
+                return out
+
+            @tf.function(input_signature=[bytes_spec, proposal_spec])
+            def serve_bytes_proposals(image_bytes, proposals):
+                images = decode_image_batch(check_string_vector(image_bytes), height, width,
+                                            channels, **limits)
+                return run_with(images, proposals)
+
+            @tf.function(input_signature=[image_spec, proposal_spec])
+            def serve_tensor_proposals(images, proposals):
+                return run_with(check_image_tensor(images, height, width, channels), proposals)
+
+            return {"serving_default": serve_bytes_proposals,
+                    "predict_tensor": serve_tensor_proposals}
+
+        @tf.function(input_signature=[bytes_spec])
         def serve_bytes(image_bytes):
             images = decode_image_batch(check_string_vector(image_bytes), height, width,
                                         channels, **limits)
             return guarded_model_call(run, images)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels],
-                                                    tf.float32, name="images")])
+        @tf.function(input_signature=[image_spec])
         def serve_tensor(images):
             return guarded_model_call(run, check_image_tensor(images, height, width, channels))
 
         return {"serving_default": serve_bytes, "predict_tensor": serve_tensor}
 
     def example_inputs(self, info, batch_size=2):
+        """Random pixels (N, S, S, 3); for proposal-based detectors ``{"images", "proposals"}``
+        with random valid boxes (some zero padding rows)."""
         rng = np.random.default_rng(0)
-        return rng.uniform(0, 255, size=(batch_size, *info["input_shape"])).astype(np.float32)
+        images = rng.uniform(0, 255, size=(batch_size, *info["input_shape"])).astype(np.float32)
+        if "proposals" not in info:
+            return images
+        rois = int(info["proposals"]["max_proposals"])
+        corner = rng.uniform(0.0, 0.6, size=(batch_size, rois, 2))
+        size = rng.uniform(0.1, 0.4, size=(batch_size, rois, 2))
+        boxes = np.concatenate([corner, corner + size], axis=-1).astype(np.float32)
+        boxes[:, rois // 2 + 1:] = 0.0
+        return {"images": images, "proposals": boxes}
+
+    def warmup_inputs(self, info, batch_size=2):
+        example = self.example_inputs(info, batch_size)
+        if not isinstance(example, dict):
+            return super().warmup_inputs(info, batch_size)
+        from cnn_apps.export.warmup import encode_png_batch
+
+        return {"images": example["images"], "image_bytes": encode_png_batch(example["images"]),
+                "proposals": example["proposals"]}
