@@ -272,6 +272,9 @@ def test_fast_rcnn_with_ohem_training_steps_decrease_loss(shapes_root):
                                    fast_rcnn={**TINY_FAST, "ohem": True, "ohem_batch": 8})
     keras.utils.set_random_seed(0)
     data = TASK.data(config)
+    with pytest.raises(ConfigError, match="fast_rcnn.positive_fraction"):
+        get_detector("fast_rcnn").build_model(
+            tiny_detection_config(shapes_root, fast_rcnn={"positive_fraction": 2.0}), 4)
     model = get_detector("fast_rcnn").build_model(config, len(CLASS_NAMES))
     TASK.compile_model(model, config, 0.003)
     gt = data.gt_train[:4]
@@ -291,6 +294,9 @@ def test_two_stage_config_errors(shapes_root):
     with pytest.raises(ConfigError, match="no feature level 'P9'"):
         TASK.build_model(faster_config(shapes_root, faster={
             "levels": ["P9"], "roi_canonical_level": "P9", "anchor_scales": [[0.2]]}))
+    with pytest.raises(ConfigError, match="fast_rcnn.positive_fraction"):
+        get_detector("fast_rcnn").build_model(
+            tiny_detection_config(shapes_root, fast_rcnn={"positive_fraction": 2.0}), 4)
     model = get_detector("fast_rcnn").build_model(
         tiny_detection_config(shapes_root, fast_rcnn=TINY_FAST), 4)
     with pytest.raises(ValueError, match="proposals"):

@@ -42,12 +42,13 @@ def section_settings(config):
     """The ``fast_rcnn:`` section with defaults, checked (ConfigError names the key)."""
     section = dict(config.get("fast_rcnn") or {})
     values = {**_DEFAULTS, **{k: v for k, v in section.items() if k in _DEFAULTS}}
-    values.update(two_stage.head_settings(section))
+    values.update(two_stage.head_settings(section, "fast_rcnn"))
     values["level"] = str(values["level"])
     for key in ("feature_channels", "roi_pool_size", "batch_rois", "ohem_batch"):
         values[key] = int(values[key])
-        if values[key] < (0 if key == "feature_channels" else 1):
-            raise ConfigError(f"fast_rcnn.{key} must be >= 1, got {values[key]}")
+        least = 0 if key == "feature_channels" else 1
+        if values[key] < least:
+            raise ConfigError(f"fast_rcnn.{key} must be >= {least}, got {values[key]}")
     return values
 
 

@@ -70,7 +70,7 @@ def section_settings(config):
     """The ``faster_rcnn:`` section with defaults, checked (ConfigError names the key)."""
     section = dict(config.get("faster_rcnn") or {})
     values = {**_DEFAULTS, **{k: v for k, v in section.items() if k in _DEFAULTS}}
-    values.update(two_stage.head_settings(section))
+    values.update(two_stage.head_settings(section, "faster_rcnn"))
     values["levels"] = [str(v) for v in values["levels"]]
     if not values["levels"]:
         raise ConfigError("faster_rcnn.levels must name at least one backbone level")

@@ -152,8 +152,11 @@ def backbone_args(config):
     return dict(backbone_arguments(config))
 
 
-def head_settings(section):
-    """The RoI-head keys shared by the two-stage config sections, with defaults."""
+def head_settings(section, name="two_stage"):
+    """The RoI-head keys shared by the two-stage config sections (``name``: the section, for
+    error messages), with defaults; ConfigError on out-of-range values."""
+    from cnn_apps.errors import ConfigError
+
     section = dict(section or {})
     units = section.get("head_units", [256, 256])
     values = {"head_units": [int(u) for u in (units or [])],
@@ -167,6 +170,18 @@ def head_settings(section):
               "ohem_batch": int(section.get("ohem_batch", 32)),
               "box_voting": bool(section.get("box_voting", False)),
               "voting_iou": float(section.get("voting_iou", 0.5))}
+    if not 0.0 <= values["positive_fraction"] <= 1.0:
+        raise ConfigError(f"{name}.positive_fraction must be in [0, 1], got "
+                          f"{values['positive_fraction']}")
+    if not values["bg_iou_low"] <= values["bg_iou_high"] <= values["fg_iou"] <= 1.0:
+        raise ConfigError(f"{name}: need bg_iou_low <= bg_iou_high <= fg_iou <= 1, got "
+                          f"{values['bg_iou_low']}, {values['bg_iou_high']}, "
+                          f"{values['fg_iou']}")
+    for key in ("batch_rois", "ohem_batch"):
+        if values[key] < 1:
+            raise ConfigError(f"{name}.{key} must be >= 1, got {values[key]}")
+    if not 0.0 < values["voting_iou"] <= 1.0:
+        raise ConfigError(f"{name}.voting_iou must be in (0, 1], got {values['voting_iou']}")
     return values
 
 
