@@ -1,4 +1,5 @@
-"""The ``cnn-apps`` command: list | train | evaluate | predict | export | bench.
+"""The ``cnn-apps`` command: list | train | evaluate | predict | export | serving-config |
+compress | serve-cluster | bench.
 
 Errors in user input (files, arguments, config keys) print one message and exit with status 2;
 ``--debug`` shows the traceback instead.
@@ -106,6 +107,20 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("options", nargs="+", metavar="key=value",
                     help="method=... plus method options and finetune_epochs=N")
     co.add_argument("--out", help="output folder (default: the run folder)")
+
+    sv = sub.add_parser("serve-cluster", help="run a worker or ps server for "
+                                              "strategy=parameter_server",
+                        description="Start this task's tf.distribute.Server of a "
+                                    "ParameterServerStrategy cluster (cluster and task from "
+                                    "TF_CONFIG, or Slurm/Kubernetes) and serve until stopped. "
+                                    "The chief runs `cnn-apps train TASK "
+                                    "strategy=parameter_server`; see docs/distributed.md.")
+    sv.add_argument("--task-type", choices=("worker", "ps"),
+                    help="this task's job (default: TF_CONFIG's task.type)")
+    sv.add_argument("--task-index", type=int,
+                    help="this task's index in its job (default: TF_CONFIG's task.index)")
+    sv.add_argument("--cluster-resolver", choices=("tf_config", "slurm", "kubernetes"),
+                    help="where the cluster comes from (default: TF_CONFIG)")
 
     be = sub.add_parser("bench", help="run a benchmark from bench/",
                         description="Run bench/NAME.py from the source checkout; it prints "
@@ -295,6 +310,12 @@ def cmd_compress(args) -> None:
         raise CnnAppsError(str(exc)) from exc
 
 
+def cmd_serve_cluster(args) -> None:
+    from cnn_apps.training.parameter_server import serve
+
+    serve(args.task_type, args.task_index, args.cluster_resolver)
+
+
 def cmd_bench(args) -> None:
     import runpy
 
@@ -312,7 +333,8 @@ def cmd_bench(args) -> None:
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "export": cmd_export, "bench": cmd_bench,
-            "serving-config": cmd_serving_config, "compress": cmd_compress}
+            "serving-config": cmd_serving_config, "compress": cmd_compress,
+            "serve-cluster": cmd_serve_cluster}
 
 
 def main(argv=None) -> int:

@@ -120,6 +120,8 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
     ``batch_size`` is the global batch (split over the replicas); under ``multi_worker`` the
     custom loop of ``cnn_apps.training.distributed`` replaces ``model.fit`` and only the chief
     writes the run folder (other workers write to a scratch folder, removed at the end).
+    Under ``parameter_server`` this process is the chief (coordinator) and the asynchronous
+    loop of ``cnn_apps.training.parameter_server`` schedules the steps on the workers.
     """
     import keras
 
@@ -129,12 +131,14 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
                                            get_strategy, is_chief, is_multi_worker)
 
     task = get_task(task) if isinstance(task, str) else task
-    if config.get("strategy") == "parameter_server":
-        check_parameter_server_cluster(config.get("cluster_resolver") or "tf_config")
-        raise ConfigError("strategy 'parameter_server': train() runs synchronous data-parallel "
-                          "training (model.fit or the multi-worker loop) and does not drive a "
-                          "ParameterServerStrategy ClusterCoordinator; use "
-                          "strategy=multi_worker on the same machines (docs/distributed.md)")
+    parameter_server = config.get("strategy") == "parameter_server"
+    if parameter_server:  # fail fast, before anything is built or written
+        check_parameter_server_cluster(config.get("cluster_resolver") or "tf_config",
+                                       coordinator=True)
+        if config.get("jit_compile"):
+            raise ConfigError("strategy 'parameter_server' does not support jit_compile=true "
+                              "(the variables live on the ps tasks, outside the worker's XLA "
+                              "cluster); set jit_compile=false")
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op.
     strategy = get_strategy(config.get("strategy", "auto"), tpu=config.get("tpu"),
                             cluster_resolver=config.get("cluster_resolver"))
@@ -163,7 +167,7 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
     if chief:
         print(f"[cnn_apps] {plan.describe(strategy)}", flush=True)
 
-    train_ds = None if multi_worker else task.train_dataset(config)
+    train_ds = None if multi_worker or parameter_server else task.train_dataset(config)
     val_ds = task.eval_dataset(config, "val")
     if chief:
         atomic_write_json(run_dir / "model_info.json", task.model_info(config))
@@ -177,12 +181,18 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
     def compile_model(lr):
         with strategy.scope():
             task.compile_model(model, config, lr)
-            if multi_worker:  # optimizer variables must be created in the scope
+            if multi_worker or parameter_server:  # optimizer variables: in the scope
                 model.optimizer.build(model.trainable_variables)
 
     def fit(first_epoch, last_epoch, base_lr, backup_name):
         callbacks = _callbacks(model_path, run_dir, config, epochs, base_lr, task.monitor,
                                backup_name, out_dir) + list(extra_callbacks)
+        if parameter_server:
+            from cnn_apps.training.parameter_server import fit_task
+
+            fit_task(task, config, model, strategy, val_ds, epochs=last_epoch,
+                     initial_epoch=first_epoch, callbacks=callbacks, verbose=verbose)
+            return
         if multi_worker:
             from cnn_apps.training.distributed import DistributedTrainer
 

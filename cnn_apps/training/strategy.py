@@ -15,7 +15,9 @@ Strategies (``strategy`` key):
 * ``tpu``: ``TPUStrategy`` on the TPU named by config ``tpu`` (``local`` on a TPU VM, a name,
   or ``grpc://host:8470``) or ``$TPU_NAME``.
 * ``parameter_server``: ``ParameterServerStrategy``; needs a cluster with ``chief``,
-  ``worker`` and ``ps`` jobs.
+  ``worker`` and ``ps`` jobs. ``train()`` runs on the chief and drives the workers through
+  the asynchronous loop of ``cnn_apps.training.parameter_server``; workers and ps tasks run
+  ``cnn-apps serve-cluster``.
 
 ``tpu`` and ``parameter_server`` without their cluster fail before anything is built.
 
@@ -82,7 +84,10 @@ def get_strategy(name: str = "auto", *, tpu: str | None = None,
     if name == "parameter_server":
         key = ("parameter_server", resolver_kind)
         if key not in _CLUSTER_STRATEGIES:
-            _CLUSTER_STRATEGIES[key] = tf.distribute.experimental.ParameterServerStrategy(
+            # ClusterCoordinator fault tolerance: RPCs to a lost worker fail fast and the
+            # coordinator re-runs the step elsewhere (set before the first gRPC channel).
+            os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
+            _CLUSTER_STRATEGIES[key] = tf.distribute.ParameterServerStrategy(
                 _resolver(resolver_kind))
         return _CLUSTER_STRATEGIES[key]
     gpus = tf.config.list_logical_devices("GPU")
@@ -218,8 +223,12 @@ def _tf_config_cluster() -> dict:
             from None
 
 
-def check_parameter_server_cluster(kind: str = "tf_config") -> None:
-    """Fail fast (before TensorFlow builds anything) without a chief + worker + ps cluster."""
+def check_parameter_server_cluster(kind: str = "tf_config", coordinator: bool = False) -> None:
+    """Fail fast (before TensorFlow builds anything) without a chief + worker + ps cluster.
+
+    ``coordinator=True`` (``train()``): this process must also be the ``chief`` task; worker
+    and ps tasks run ``cnn-apps serve-cluster`` instead.
+    """
     if kind != "tf_config":
         return  # Slurm/Kubernetes describe the cluster themselves; the resolver checks it.
     cluster = _tf_config_cluster()
@@ -228,6 +237,12 @@ def check_parameter_server_cluster(kind: str = "tf_config") -> None:
         raise ConfigError(
             "strategy 'parameter_server' needs a cluster: TF_CONFIG must describe 'chief', "
             f"'worker' and 'ps' jobs (missing: {', '.join(missing)}); see docs/distributed.md")
+    task_type = (json.loads(os.environ["TF_CONFIG"]).get("task") or {}).get("type")
+    if coordinator and task_type != "chief":
+        raise ConfigError(
+            f"strategy 'parameter_server': training runs on the 'chief' task, but TF_CONFIG's "
+            f"task type is {task_type!r}; run 'cnn-apps serve-cluster' on worker and ps "
+            "tasks (docs/distributed.md)")
 
 
 def _multi_worker_strategy(kind: str):

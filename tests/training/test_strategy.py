@@ -129,18 +129,3 @@ def test_mixed_bfloat16_trains_a_few_steps_on_cpu(tmp_path):
     assert len(losses) == 3 and np.all(np.isfinite(losses))
     assert losses[-1] < losses[0]
     assert seen == {"compute": "bfloat16", "variables": {"float32"}}
-
-
-def test_train_with_a_parameter_server_cluster_says_to_use_multi_worker(no_cluster,
-                                                                        monkeypatch, tmp_path):
-    from tests.conftest import tiny_classification_config
-    from cnn_apps.training import train
-
-    monkeypatch.setenv("TF_CONFIG", json.dumps({
-        "cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:3"]},
-        "task": {"type": "chief", "index": 0}}))
-    config = tiny_classification_config("ps", strategy="parameter_server")
-    with pytest.raises(ConfigError, match="does not drive a ParameterServerStrategy.*"
-                                          "use strategy=multi_worker"):
-        train("classification", config, runs_root=tmp_path, verbose=0, export=False)
-    assert not any(tmp_path.iterdir())
