@@ -141,7 +141,10 @@ def np_fast_rcnn_loss(logits, deltas, labels, targets, box_weight, ohem_batch=No
             keep[i] = False
             keep[i, order[:ohem_batch]] = True
     n = max(keep.sum(), 1)
-    return per_roi[keep].sum() / n, parts[keep, 0].sum() / n, parts[keep, 1].sum() / n, keep
+    fg, bg = keep & (labels > 0), keep & (labels == 0)
+    balanced = per_roi[fg].sum() / max(fg.sum(), 1) + per_roi[bg].sum() / max(bg.sum(), 1)
+    return (per_roi[keep].sum() / n, parts[keep, 0].sum() / n, parts[keep, 1].sum() / n,
+            balanced, keep)
 
 
 @pytest.mark.parametrize("ohem_batch", [None, 5])
@@ -152,7 +155,8 @@ def test_fast_rcnn_loss_matches_numpy_and_ohem_backpropagates_only_the_hardest(o
     deltas = rng.normal(0, 1, (b, r, 4 * c)).astype(np.float32)
     labels = rng.integers(-1, c + 1, (b, r)).astype(np.int32)
     targets = rng.normal(0, 1, (b, r, 4)).astype(np.float32)
-    total, cls, box, keep = np_fast_rcnn_loss(logits, deltas, labels, targets, 2.0, ohem_batch)
+    total, cls, box, balanced, keep = np_fast_rcnn_loss(logits, deltas, labels, targets, 2.0,
+                                                        ohem_batch)
     logits_t, deltas_t = tf.Variable(logits), tf.Variable(deltas)
     with tf.GradientTape() as tape:
         out = two_stage.fast_rcnn_loss(logits_t, deltas_t, labels, targets, box_weight=2.0,
@@ -160,6 +164,7 @@ def test_fast_rcnn_loss_matches_numpy_and_ohem_backpropagates_only_the_hardest(o
     np.testing.assert_allclose(float(out["loss"]), total, rtol=1e-5)
     np.testing.assert_allclose(float(out["cls_loss"]), cls, rtol=1e-5)
     np.testing.assert_allclose(float(out["box_loss"]), box, rtol=1e-5)
+    np.testing.assert_allclose(float(out["balanced"]), balanced, rtol=1e-5)
     grad = tape.gradient(out["loss"], logits_t).numpy()
     touched = np.abs(grad).sum(-1) > 0
     np.testing.assert_array_equal(touched, keep)

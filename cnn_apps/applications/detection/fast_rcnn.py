@@ -130,7 +130,8 @@ class FastRCNN(two_stage.TwoStageModel):
         out = two_stage.fast_rcnn_loss(head["class_logits"], head["box_deltas"], labels,
                                        targets, s["box_weight"],
                                        s["ohem_batch"] if s["ohem"] else None)
-        return {name: out[name] for name in self.loss_names}
+        return {"loss": out["loss"] if training else out["balanced"],
+                "cls_loss": out["cls_loss"], "box_loss": out["box_loss"]}
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,

@@ -286,7 +286,8 @@ class FasterRCNN(two_stage.TwoStageModel):
         frcnn = two_stage.fast_rcnn_loss(head["class_logits"], head["box_deltas"], labels,
                                          targets, s["box_weight"],
                                          s["ohem_batch"] if s["ohem"] else None)
-        total = rpn_cls + s["rpn_box_weight"] * rpn_box + frcnn["loss"]
+        head_loss = frcnn["loss"] if training else frcnn["balanced"]
+        total = rpn_cls + s["rpn_box_weight"] * rpn_box + head_loss
         return {"loss": total, "rpn_cls_loss": rpn_cls, "rpn_box_loss": rpn_box,
                 "cls_loss": frcnn["cls_loss"], "box_loss": frcnn["box_loss"]}
 

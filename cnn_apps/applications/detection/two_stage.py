@@ -225,8 +225,11 @@ def fast_rcnn_loss(class_logits, box_deltas, labels, targets, box_weight=1.0, oh
 
     Returns:
         dict of scalars: ``loss`` = ``cls_loss + λ·box_loss``, ``cls_loss``, ``box_loss``,
-        each a sum over the kept RoIs divided by their number (>= 1), and ``per_roi`` (B, R)
-        (0 for ignored RoIs).
+        each a sum over the kept RoIs divided by their number (>= 1), ``per_roi`` (B, R)
+        (0 for ignored RoIs), and ``balanced`` = mean ``l_i`` over the kept foreground RoIs +
+        mean ``l_i`` over the kept background RoIs: unlike ``loss`` it does not grow when
+        better proposals put more foreground RoIs into the sample, so it is the validation
+        loss the two-stage models report (checkpoint selection).
     """
     logits = ops.cast(class_logits, "float32")
     num_classes = int(logits.shape[-1]) - 1
@@ -249,8 +252,12 @@ def fast_rcnn_loss(class_logits, box_deltas, labels, targets, box_weight=1.0, oh
     count = ops.maximum(ops.sum(weight), 1.0)
     cls_loss = ops.sum(ce * weight) / count
     box_loss = ops.sum(loc * weight) / count
+    fg_weight = weight * foreground
+    bg_weight = weight * (1.0 - foreground)
+    balanced = (ops.sum(per_roi * fg_weight) / ops.maximum(ops.sum(fg_weight), 1.0)
+                + ops.sum(per_roi * bg_weight) / ops.maximum(ops.sum(bg_weight), 1.0))
     return {"loss": cls_loss + box_weight * box_loss, "cls_loss": cls_loss,
-            "box_loss": box_loss, "per_roi": per_roi}
+            "box_loss": box_loss, "per_roi": per_roi, "balanced": balanced}
 
 
 def roi_raw_outputs(class_logits, box_deltas, rois, variances=ROI_VARIANCES):
@@ -325,7 +332,10 @@ class TwoStageModel(keras.Model):
     total minimized). ``fit`` data: ``(inputs, {"raw": gt})``; the logged metrics are the
     means of every returned loss (``val_loss`` for checkpointing).
 
-    ``compile(optimizer)`` takes no loss (it is built in).
+    ``compile(optimizer)`` takes no loss (it is built in). ``detection_losses`` with
+    ``training=False`` (``test_step``) reports as ``loss`` the RPN losses plus the
+    fg/bg-balanced head loss (``fast_rcnn_loss``'s ``balanced``), so ``val_loss`` stays
+    comparable between epochs while the proposals improve.
     """
 
     loss_names = ("loss",)
