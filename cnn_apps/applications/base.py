@@ -46,6 +46,11 @@ class Task(ABC):
                       loss=self.loss(config), metrics=self.metrics(config),
                       jit_compile=bool(config.get("jit_compile", False)))
 
+    def prepare_loading(self, info: dict) -> None:
+        """Make the Keras classes of a saved model of this task importable before it is
+        deserialized (``info`` = the run's ``model_info.json``); e.g. detection imports the
+        lazily loaded detector module. The default does nothing."""
+
     def finalize_model(self, model, config, run_dir):
         """Stages that follow gradient training (e.g. R-CNN's per-class SVMs and box
         regressors, fitted on features of the trained network). Called by ``train`` on the

@@ -153,9 +153,7 @@ def load_run_model(source):
     # process (cnn-apps predict/export) cannot deserialize best.keras without it.
     from cnn_apps.applications import get_task
 
-    task = get_task(info["task"])
-    if hasattr(task, "prepare_loading"):  # e.g. detection: import a lazily loaded detector
-        task.prepare_loading(info)
+    get_task(info["task"]).prepare_loading(info)
     import cnn_apps.layers  # noqa: F401  (registers every cnn_apps layer)
     import cnn_apps.losses  # noqa: F401
 
