@@ -145,7 +145,7 @@ def test_spp_on_regions_of_varied_sizes_matches_numpy():
 
 
 # -- end to end -----------------------------------------------------------------------------
-def tiny_rcnn_config(root, model, tmp_path):
+def tiny_rcnn_config(root, model, tmp_path, formats=()):
     section = {"batch_rois": 8, "svm_proposals_per_image": 12, "initial_negatives": 30,
                "mining_rounds": 1, "svm_epochs": 10}
     if model == "rcnn":
@@ -156,16 +156,31 @@ def tiny_rcnn_config(root, model, tmp_path):
         root, name=model, model=model, **{model: section},
         proposals={"max_proposals": 16, "cache_dir": str(tmp_path / "proposals"),
                    "scales": [100], "similarity_sets": [["colour", "size", "fill"]]},
-        export={"formats": ["saved_model"]})
+        export={"formats": list(formats)})
 
 
-@pytest.fixture(scope="module", params=["rcnn", "sppnet"])
-def trained(request, tmp_path_factory, shapes_root):  # noqa: F811
+def _train(tmp_path_factory, root, model, formats=()):
     from cnn_apps.training import train
 
-    tmp = tmp_path_factory.mktemp(f"{request.param}_run")
-    config = tiny_rcnn_config(shapes_root, request.param, tmp)
+    tmp = tmp_path_factory.mktemp(f"{model}_run")
+    config = tiny_rcnn_config(root, model, tmp, formats)
     return train("detection", config, runs_root=tmp / "runs", verbose=0), config
+
+
+@pytest.fixture(scope="module")
+def rcnn_run(tmp_path_factory, shapes_root):  # noqa: F811
+    return _train(tmp_path_factory, shapes_root, "rcnn")
+
+
+@pytest.fixture(scope="module")
+def sppnet_run(tmp_path_factory, shapes_root):  # noqa: F811
+    # the export path (serving_endpoints) is shared by every proposal detector: one export
+    return _train(tmp_path_factory, shapes_root, "sppnet", formats=["saved_model"])
+
+
+@pytest.fixture(params=["rcnn", "sppnet"])
+def trained(request):
+    return request.getfixturevalue(f"{request.param}_run")
 
 
 def test_train_runs_every_stage_and_reloads(trained):
@@ -192,10 +207,10 @@ def test_train_runs_every_stage_and_reloads(trained):
     assert np.all(scores[padding] == 0)
 
 
-def test_saved_model_takes_image_bytes_and_proposals(trained):
+def test_saved_model_takes_image_bytes_and_proposals(sppnet_run):
     import cv2
 
-    result, config = trained
+    result, config = sppnet_run
     path = sorted((result.run_dir / "export" / "saved_model").iterdir())[-1]
     loaded = tf.saved_model.load(str(path))
     sig = loaded.signatures["serving_default"]
@@ -219,12 +234,12 @@ def test_saved_model_takes_image_bytes_and_proposals(trained):
                                atol=1e-4)
 
 
-def test_predict_and_cli_compute_proposals(trained, tmp_path, capsys):
+def test_predict_and_cli_compute_proposals(rcnn_run, tmp_path, capsys):
     import cv2
 
     from cnn_apps.cli import main
 
-    result, config = trained
+    result, config = rcnn_run
     info = TASK.model_info(config)
     preds = TASK.predict(result.model, TASK.data(config).x_val[:1], info, top_k=3)
     assert len(preds) == 1 and preds[0]["num_detections"] <= 3
@@ -236,7 +251,7 @@ def test_predict_and_cli_compute_proposals(trained, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_fresh_process_cli_predict_loads_the_lazily_registered_model(trained, tmp_path):
+def test_fresh_process_cli_predict_loads_the_lazily_registered_model(rcnn_run, tmp_path):
     """``cnn-apps predict`` in a new interpreter: the detector module (which registers the
     model class) is imported by ``load_run_model`` through ``DetectionTask.prepare_loading``."""
     import subprocess
@@ -244,7 +259,7 @@ def test_fresh_process_cli_predict_loads_the_lazily_registered_model(trained, tm
 
     import cv2
 
-    result, config = trained
+    result, config = rcnn_run
     image = tmp_path / "shape.png"
     cv2.imwrite(str(image), TASK.data(config).x_val[1][..., ::-1])
     code = ("import sys; from cnn_apps.cli import main; "
