@@ -12,7 +12,8 @@ from cnn_apps.ops import selective_search
 from cnn_apps.ops.selective_search import (colour_histograms, fill_similarity,
                                            histogram_intersection, region_features,
                                            size_similarity, texture_histograms)
-from tests.applications.test_detection import np_iou, shapes_root, tiny_detection_config  # noqa: F401
+from tests.applications.test_detection import (np_iou, shapes_root,  # noqa: F401
+                                                tiny_detection_config)
 
 pytestmark = pytest.mark.tf_only
 
