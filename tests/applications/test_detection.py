@@ -151,7 +151,7 @@ def np_bce(logit, target):
     return -(target * np.log(p) + (1 - target) * np.log(1 - p))
 
 
-def np_yolo_v3_loss(gt, raw, grids, anchors, c, ignore_iou):
+def np_yolo_v3_loss(gt, raw, grids, anchors, c, ignore_iou, box_weight=1.0):
     """YOLOv3 loss with explicit loops: best-shape anchor assignment, ignore mask, BCE."""
     table, offset = [], 0
     for g, level in zip(grids, anchors):
@@ -185,9 +185,9 @@ def np_yolo_v3_loss(gt, raw, grids, anchors, c, ignore_iou):
                 r = owner[a]
                 h, w = r[2] - r[0], r[3] - r[1]
                 tx, ty = (r[1] + r[3]) / 2 * g - j, (r[0] + r[2]) / 2 * g - i
-                total += (2 - w * h) * ((sigmoid(t[0]) - tx) ** 2 + (sigmoid(t[1]) - ty) ** 2
-                                        + (t[2] - np.log(w / aw)) ** 2
-                                        + (t[3] - np.log(h / ah)) ** 2)
+                total += box_weight * (2 - w * h) * (
+                    (sigmoid(t[0]) - tx) ** 2 + (sigmoid(t[1]) - ty) ** 2
+                    + (t[2] - np.log(w / aw)) ** 2 + (t[3] - np.log(h / ah)) ** 2)
                 total += np_bce(t[4], 1.0)
                 total += sum(np_bce(t[5 + q], float(q == int(r[4]))) for q in range(c))
             elif max([np_iou(box, r[:4]) for r in rows], default=0.0) < ignore_iou:
@@ -321,8 +321,8 @@ def test_yolo_v1_loss_matches_numpy_reference():
     np.testing.assert_allclose(got, np_yolo_loss(gt, raw, s, b, c), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("ignore_iou", [0.5, 0.05])
-def test_yolo_v3_loss_matches_numpy_reference(ignore_iou):
+@pytest.mark.parametrize("ignore_iou,box_weight", [(0.5, 1.0), (0.05, 1.0), (0.5, 5.0)])
+def test_yolo_v3_loss_matches_numpy_reference(ignore_iou, box_weight):
     from cnn_apps.applications.detection.yolo_v3 import ANCHORS
 
     grids, c = [4, 2, 1], 3
@@ -333,10 +333,10 @@ def test_yolo_v3_loss_matches_numpy_reference(ignore_iou):
                               [0.3, 0.2, 0.7, 0.6, 1],
                               [0.1, 0.5, 0.95, 0.95, 1]], 5),
                    padded_gt([[0.55, 0.0, 0.7, 0.3, 0]], 5)])
-    loss = YoloV3Loss(grids, ANCHORS, c, ignore_iou=ignore_iou)
+    loss = YoloV3Loss(grids, ANCHORS, c, ignore_iou=ignore_iou, box_weight=box_weight)
     got = keras.ops.convert_to_numpy(loss.call(gt, raw))
-    np.testing.assert_allclose(got, np_yolo_v3_loss(gt, raw, grids, ANCHORS, c, ignore_iou),
-                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got, np_yolo_v3_loss(gt, raw, grids, ANCHORS, c, ignore_iou,
+                                                    box_weight), rtol=1e-5, atol=1e-4)
 
 
 def test_yolo_v3_decode_inverts_the_loss_encoding():
@@ -431,10 +431,10 @@ def test_training_steps_decrease_loss(shapes_root, model_name):
     model = TASK.build_model(config)
     TASK.compile_model(model, config, 0.003)
     x, y = data.x_train[:4].astype(np.float32), {"raw": data.gt_train[:4]}
-    before = float(model.evaluate(x, y, verbose=0))
-    model.fit(x, y, batch_size=4, epochs=15, verbose=0)
-    after = float(model.evaluate(x, y, verbose=0))
-    assert after < 0.9 * before
+    # training-mode losses (batch statistics): after 15 steps the BatchNorm moving averages
+    # that evaluate() uses are still mostly their initial values
+    history = model.fit(x, y, batch_size=4, epochs=15, verbose=0).history["loss"]
+    assert np.isfinite(history).all() and history[-1] < 0.9 * history[0]
 
 
 def test_train_evaluate_predict(ssd_run, tmp_path):

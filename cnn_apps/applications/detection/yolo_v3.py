@@ -13,13 +13,15 @@ predictor — of the 9 anchors, the one whose shape (centred, size only) has the
 with it, at the cell of its scale containing the box centre (the first object wins a
 predictor claimed twice). Loss per image::
 
-    Σ_assigned (2 − w·h)·[(σ(t_x) − x̂)² + (σ(t_y) − ŷ)²
+    λ_box Σ_assigned (2 − w·h)·[(σ(t_x) − x̂)² + (σ(t_y) − ŷ)²
                           + (t_w − log(w/a_w))² + (t_h − log(h/a_h))²]
     + Σ_assigned BCE(σ(t_o), 1) + Σ_{unassigned, max IoU(pred, gt) < ignore_iou} BCE(σ(t_o), 0)
     + Σ_assigned Σ_c BCE(σ(t_c), 1[c = class])
 
 (predictors that are unassigned but overlap a ground truth by ``ignore_iou`` = 0.5 or more
-get no objectness loss). Scores at test time: σ(t_o)·σ(t_c), then class-aware NMS.
+get no objectness loss). λ_box = 1 in the paper (the default); ``yolo_v3.box_weight`` can raise it, as YOLO v1's
+λ_coord = 5 does, so that the few assigned box terms weigh more against the objectness sum
+over thousands of predictors. Scores at test time: σ(t_o)·σ(t_c), then class-aware NMS.
 
 The model returns one raw tensor (N, A, 5 + C): the scales flattened (finest first; cells
 row-major, then the scale's 3 anchors) and concatenated.
@@ -63,6 +65,7 @@ def v3_settings(config):
     return {"levels": list(cfg.get("levels") or ["P2", "P3", "P4"]),
             "head_channels": int(cfg.get("head_channels", 64)),
             "anchors": arr.tolist(), "ignore_iou": float(cfg.get("ignore_iou", 0.5)),
+            "box_weight": float(cfg.get("box_weight", 1.0)),
             "prior": prior}
 
 
@@ -145,7 +148,7 @@ class YoloV3Loss(keras.losses.Loss):
     (N, A, 5 + C). Returns one value per image."""
 
     def __init__(self, grid_sizes, anchors=ANCHORS, num_classes=1, ignore_iou=0.5,
-                 name="yolo_v3_loss", **kwargs):
+                 box_weight=1.0, name="yolo_v3_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         if len(grid_sizes) != 3 or min(int(g) for g in grid_sizes) < 1:
             raise ValueError(f"`grid_sizes` must be 3 positive grid sizes; got {grid_sizes}.")
@@ -154,6 +157,9 @@ class YoloV3Loss(keras.losses.Loss):
         self.grid_sizes = [int(g) for g in grid_sizes]
         self.anchors = np.asarray(anchors, np.float64).tolist()
         self.num_classes, self.ignore_iou = int(num_classes), float(ignore_iou)
+        if float(box_weight) < 0:
+            raise ValueError(f"`box_weight` must be >= 0; got {box_weight}.")
+        self.box_weight = float(box_weight)
         self.table = predictor_table(self.grid_sizes, self.anchors)
 
     def call(self, y_true, y_pred):
@@ -201,16 +207,18 @@ class YoloV3Loss(keras.losses.Loss):
         obj_term = assigned * _bce_logits(raw[..., 4], 1.0) + no_obj * _bce_logits(raw[..., 4],
                                                                                    0.0)
         cls_term = assigned * ops.sum(_bce_logits(raw[..., 5:], t_cls), axis=-1)
-        return ops.sum(assigned * box_term + obj_term + cls_term, axis=1)
+        return ops.sum(self.box_weight * assigned * box_term + obj_term + cls_term, axis=1)
 
     def get_config(self):
         return {**super().get_config(), "grid_sizes": self.grid_sizes, "anchors": self.anchors,
-                "num_classes": self.num_classes, "ignore_iou": self.ignore_iou}
+                "num_classes": self.num_classes, "ignore_iou": self.ignore_iou,
+                "box_weight": self.box_weight}
 
 
 def loss(config, det_info, num_classes):
+    s = v3_settings(config)
     return YoloV3Loss(det_info["grid_sizes"], det_info["anchors"], num_classes,
-                      v3_settings(config)["ignore_iou"])
+                      s["ignore_iou"], s["box_weight"])
 
 
 def decode(raw, det_info):
