@@ -19,9 +19,9 @@ predictor claimed twice). Loss per image::
     + Σ_assigned Σ_c BCE(σ(t_c), 1[c = class])
 
 (predictors that are unassigned but overlap a ground truth by ``ignore_iou`` = 0.5 or more
-get no objectness loss). λ_box = 1 in the paper (the default); ``yolo_v3.box_weight`` can raise it, as YOLO v1's
-λ_coord = 5 does, so that the few assigned box terms weigh more against the objectness sum
-over thousands of predictors. Scores at test time: σ(t_o)·σ(t_c), then class-aware NMS.
+get no objectness loss). λ_box = 1 in the paper (the default); ``yolo_v3.box_weight`` can
+raise it, as YOLO v1's λ_coord = 5 does, so that the few assigned box terms weigh more
+against the objectness sum over thousands of predictors. Scores at test time: σ(t_o)·σ(t_c), then class-aware NMS.
 
 The model returns one raw tensor (N, A, 5 + C): the scales flattened (finest first; cells
 row-major, then the scale's 3 anchors) and concatenated.
