@@ -51,6 +51,7 @@ def test_matches_numpy_and_keras_grouped_conv(strides, padding, dilation):
     np.testing.assert_allclose(y, keras.ops.convert_to_numpy(reference(x)), atol=1e-5)
 
 
+@pytest.mark.tf_only
 def test_gradients_equal_keras_grouped_conv():
     import tensorflow as tf
 

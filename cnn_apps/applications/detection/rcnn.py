@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import abc
 import os
 
 import keras
@@ -138,8 +139,9 @@ class ProposalSVMModel(two_stage.TwoStageModel):
                              f"'proposals': (B, R, 4) normalized yxyx}}; got {type(inputs)}")
         return inputs["images"], ops.cast(inputs["proposals"], "float32")
 
+    @abc.abstractmethod
     def roi_features(self, images, rois, training=False):
-        raise NotImplementedError
+        """Region features (B, R, d) of the normalized ``rois`` (B, R, 4) of ``images``."""
 
     def raw_outputs(self, features, rois):
         """Region features (B, R, d) + their boxes → the ``two_stage`` raw layout."""

@@ -39,6 +39,8 @@ Example::
 
 from __future__ import annotations
 
+import abc
+
 import keras
 from keras import ops
 
@@ -325,7 +327,7 @@ def postprocess(raw, info):
     return out
 
 
-class TwoStageModel(keras.Model):
+class TwoStageModel(keras.Model, metaclass=abc.ABCMeta):
     """Base class of the jointly trained RoI detectors: subclasses build their networks in
     ``__init__`` and implement ``call`` (→ ``{"raw": ...}``) and
     ``detection_losses(inputs, gt, training)`` → dict of scalar losses with key ``loss`` (the
@@ -408,5 +410,6 @@ class TwoStageModel(keras.Model):
         inputs, gt = self._unpack(data)
         return self._record(self.detection_losses(inputs, gt, training=False))
 
+    @abc.abstractmethod
     def detection_losses(self, inputs, gt, training):
-        raise NotImplementedError
+        """``{"loss": total, ...}`` scalar losses for ``inputs`` and padded ``gt``."""
