@@ -123,11 +123,12 @@ def serve(task_type: str | None = None, task_index: int | None = None,
 # -- data -----------------------------------------------------------------------------------------
 def _disallow_variables(next_creator, **kwargs):
     raise ConfigError(
-        "strategy 'parameter_server': the task's training pipeline creates variables (e.g. a "
-        "Keras random preprocessing layer, which owns a seed variable), but under "
+        "strategy 'parameter_server': the task's training pipeline creates variables (e.g. "
+        "Keras random augmentation layers, which own a seed variable), but under "
         "parameter_server each worker builds the pipeline from a traced function where no "
-        "variable can live; use stateless random ops in the pipeline (as "
-        "cnn_apps.data.pipeline.Augmenter does) or strategy=multi_worker")
+        "variable can live; turn the random augmentation off (augment.shift=0 "
+        "augment.rotation=0 augment.zoom=0 augment.brightness=0 augment.contrast=0 "
+        "augment.horizontal_flip=false) or use strategy=multi_worker")
 
 
 def per_worker_dataset_fn(dataset_factory, strategy, num_workers: int | None = None):

@@ -1,6 +1,6 @@
 """Subprocess entry for the parameter-server test: the chief (coordinator) of a
 ``ParameterServerStrategy`` cluster described by ``TF_CONFIG``. It trains the tiny
-classification config (with its stateless random augmentation) and writes ``OUT_JSON`` with the devices of
+classification config (random augmentation off) and writes ``OUT_JSON`` with the devices of
 the model's and optimizer's variables (seen when training begins) and the run's metrics —
 run as ``python ps_chief.py RUNS_ROOT OUT_JSON [key=value ...]``. With
 ``INTERRUPT_AT_EPOCH=e`` in the environment the chief exits (status 3) when epoch ``e``
@@ -17,6 +17,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for tests.conftest
 
 INTERRUPTED = 3
+NO_AUGMENT = {"shift": 0.0, "rotation": 0.0, "zoom": 0.0, "brightness": 0.0, "contrast": 0.0}
 
 
 def main(argv):
@@ -41,7 +42,8 @@ def main(argv):
                 print(f"interrupted at epoch {epoch}", flush=True)
                 os._exit(INTERRUPTED)
 
-    config = tiny_classification_config("ps", strategy="parameter_server", **extra)
+    config = tiny_classification_config("ps", strategy="parameter_server", augment=NO_AUGMENT,
+                                        **extra)
     result = train("classification", config, runs_root=runs_root, verbose=0, export=False,
                    extra_callbacks=[Record()])
     with open(out_json, "w") as handle:

@@ -19,7 +19,7 @@ from cnn_apps.applications.base import Task
 from cnn_apps.applications.metric_learning.model import (InBatchPairLoss, build_embedding_net,
                                                          pk_batch_indices, recall_at_k,
                                                          verification_auc)
-from cnn_apps.data.pipeline import apply_augmentation, build_augmenter
+from cnn_apps.data.pipeline import build_augmenter
 from cnn_apps.errors import ConfigError, DataError
 
 LOSSES = ("contrastive", "double_margin", "triplet", "coupled_clusters")
@@ -104,8 +104,10 @@ class MetricLearningTask(Task):
         ds = ds.apply(tf.data.experimental.assert_cardinality(steps))  # Keras sees the epoch end
         ds = ds.map(lambda idx: (tf.cast(tf.gather(images, idx), tf.float32),
                                  {"embeddings": tf.gather(label_tensor, idx)}))
-        ds = apply_augmentation(ds, build_augmenter(config.get("augment") or {}),
-                                int(config.get("seed", 0)))
+        augmenter = build_augmenter(config.get("augment") or {}, int(config.get("seed", 0)))
+        if augmenter is not None:
+            ds = ds.map(lambda x, y: (tf.clip_by_value(augmenter(x, training=True), 0.0, 255.0),
+                                      y))
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def eval_dataset(self, config, split="val"):
