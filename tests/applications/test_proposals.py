@@ -103,6 +103,21 @@ def test_recall_on_the_shapes_validation_images(tmp_path):
     assert total >= 20 and covered / total >= 0.85
 
 
+def test_parallel_search_matches_the_serial_one(tmp_path):
+    """Two spawned worker processes give exactly the boxes of the in-process loop, in image
+    order."""
+    from cnn_apps.applications.detection.data import records_to_arrays
+    from cnn_apps.data.shapes import load_shapes
+
+    val = load_shapes(tmp_path / "shapes", "val", num_train=2, num_val=5, image_size=96)
+    images, _ = records_to_arrays(val.records, 96, max_boxes=8)
+    settings = proposal_settings({"proposals": {"max_proposals": 50}})
+    serial = compute_proposals(images, settings, workers=1)
+    parallel = compute_proposals(images, settings, workers=2)
+    assert np.any(serial != 0)
+    np.testing.assert_array_equal(parallel, serial)
+
+
 # -- cache ----------------------------------------------------------------------------------
 def test_proposal_cache_is_reused_and_rebuilt_when_stale(tmp_path, monkeypatch):
     import cnn_apps.applications.detection.proposals as proposals_module

@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,8 @@ __all__ = ["proposal_settings", "compute_proposals", "split_proposals", "proposa
            "METHODS"]
 
 METHODS = ("selective_search",)
+#: from this many images on, ``compute_proposals`` searches in one process per CPU core
+PARALLEL_MIN_IMAGES = 64
 _DEFAULTS = {"method": "selective_search", "max_proposals": 300, "scales": [50, 100],
              "colour_spaces": ["hsv", "lab"],
              "similarity_sets": [["colour", "texture", "size", "fill"],
@@ -72,24 +78,69 @@ def proposal_settings(config) -> dict:
     return settings
 
 
-def compute_proposals(images, settings: dict) -> np.ndarray:
-    """Selective search on every image of ``images`` (N, H, W, 3) → float32 (N, R, 4),
-    zero-padded (module doc)."""
+def _search_one(image, settings):
     from cnn_apps.ops.selective_search import selective_search
 
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"`images` must be (N, H, W, 3); got shape {images.shape}.")
+    return selective_search(
+        image, scales=settings["scales"], colour_spaces=settings["colour_spaces"],
+        similarity_sets=settings["similarity_sets"], sigma=float(settings["sigma"]),
+        min_size=settings["min_size"], max_proposals=int(settings["max_proposals"]),
+        min_box_size=int(settings["min_box_size"]), seed=int(settings["seed"]))
+
+
+def _search_chunk(images, settings):
     count = int(settings["max_proposals"])
     out = np.zeros((len(images), count, 4), np.float32)
     for i, image in enumerate(images):
-        boxes = selective_search(
-            image, scales=settings["scales"], colour_spaces=settings["colour_spaces"],
-            similarity_sets=settings["similarity_sets"], sigma=float(settings["sigma"]),
-            min_size=settings["min_size"], max_proposals=count,
-            min_box_size=int(settings["min_box_size"]), seed=int(settings["seed"]))
+        boxes = _search_one(image, settings)
         out[i, :len(boxes)] = boxes
     return out
+
+
+def _search_in_workers(images, settings, workers):
+    """``_search_chunk`` split over ``workers`` fresh Python processes (``python -m`` this
+    module), images and boxes passed as .npy files. Fresh interpreters rather than
+    multiprocessing: forking a process that runs TensorFlow threads is unsafe, and spawn
+    re-imports the caller's main script (breaking scripts without a ``__main__`` guard)."""
+    chunks = [c for c in np.array_split(np.arange(len(images)), workers) if len(c)]
+    with tempfile.TemporaryDirectory(prefix="cnn_apps_proposals_") as tmp:
+        jobs = []
+        for w, index in enumerate(chunks):
+            source, target = Path(tmp) / f"images_{w}.npy", Path(tmp) / f"boxes_{w}.npy"
+            np.save(source, images[index])
+            command = [sys.executable, "-m", __name__, str(source), str(target),
+                       json.dumps(settings)]
+            jobs.append((subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE), target))
+        parts = []
+        for process, target in jobs:
+            _, err = process.communicate()
+            if process.returncode != 0:
+                for other, _ in jobs:
+                    other.kill()
+                raise RuntimeError(f"selective search worker exited with status "
+                                   f"{process.returncode}: {err.decode(errors='replace')[-2000:]}")
+            parts.append(np.load(target))
+    return np.concatenate(parts)
+
+
+def compute_proposals(images, settings: dict, workers: int | None = None) -> np.ndarray:
+    """Selective search on every image of ``images`` (N, H, W, 3) → float32 (N, R, 4),
+    zero-padded (module doc).
+
+    ``workers``: processes searching in parallel (None: one per CPU core from
+    ``PARALLEL_MIN_IMAGES`` images on, else 1 = in this process). Selective search is pure
+    numpy / scikit-image per image, so the result does not depend on the worker count.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"`images` must be (N, H, W, 3); got shape {images.shape}.")
+    if workers is None:
+        workers = (os.cpu_count() or 1) if len(images) >= PARALLEL_MIN_IMAGES else 1
+    workers = max(1, min(int(workers), len(images)))
+    if workers == 1:
+        return _search_chunk(images, settings)
+    return _search_in_workers(images, settings, workers)
 
 
 def proposal_cache_dir(config) -> Path:
@@ -137,3 +188,7 @@ def split_proposals(images, settings: dict, cache_dir, split: str) -> np.ndarray
     except OSError as exc:
         raise DataError(f"cannot write the proposal cache '{path}': {exc}") from exc
     return boxes
+
+
+if __name__ == "__main__":  # a worker of _search_in_workers: images.npy boxes.npy settings
+    np.save(sys.argv[2], _search_chunk(np.load(sys.argv[1]), json.loads(sys.argv[3])))
