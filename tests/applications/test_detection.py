@@ -151,8 +151,9 @@ def np_bce(logit, target):
     return -(target * np.log(p) + (1 - target) * np.log(1 - p))
 
 
-def np_yolo_v3_loss(gt, raw, grids, anchors, c, ignore_iou, box_weight=1.0):
-    """YOLOv3 loss with explicit loops: best-shape anchor assignment, ignore mask, BCE."""
+def np_yolo_v3_loss(gt, raw, grids, anchors, c, ignore_iou, box_weight=1.0, assign_iou=1.0):
+    """YOLOv3 loss with explicit loops: best-shape anchor assignment (then, with assign_iou
+    < 1, every anchor of shape IoU >= assign_iou; first claim wins), ignore mask, BCE."""
     table, offset = [], 0
     for g, level in zip(grids, anchors):
         for i in range(g):
@@ -160,21 +161,29 @@ def np_yolo_v3_loss(gt, raw, grids, anchors, c, ignore_iou, box_weight=1.0):
                 for k in range(3):
                     table.append((i, j, g, level[k][0], level[k][1]))
     flat = [a for level in anchors for a in level]
+
+    def predictor(r, anchor):
+        scale, k = anchor // 3, anchor % 3
+        g = grids[scale]
+        i = min(int(np.floor((r[0] + r[2]) / 2 * g)), g - 1)
+        j = min(int(np.floor((r[1] + r[3]) / 2 * g)), g - 1)
+        return sum(3 * q * q for q in grids[:scale]) + (i * g + j) * 3 + k
+
     out = []
     for n in range(len(gt)):
         rows = [r for r in gt[n] if r[4] >= 0]
-        owner = {}
+        owner, shape_ious = {}, []
         for r in rows:
             h, w = r[2] - r[0], r[3] - r[1]
             ious = [min(h, ah) * min(w, aw) / (h * w + ah * aw - min(h, ah) * min(w, aw))
                     for ah, aw in flat]
-            best = int(np.argmax(ious))
-            scale, k = best // 3, best % 3
-            g = grids[scale]
-            i = min(int(np.floor((r[0] + r[2]) / 2 * g)), g - 1)
-            j = min(int(np.floor((r[1] + r[3]) / 2 * g)), g - 1)
-            index = sum(3 * q * q for q in grids[:scale]) + (i * g + j) * 3 + k
-            owner.setdefault(index, r)
+            shape_ious.append(ious)
+            owner.setdefault(predictor(r, int(np.argmax(ious))), r)
+        if assign_iou < 1.0:
+            for r, ious in zip(rows, shape_ious):
+                for anchor in range(9):
+                    if ious[anchor] >= assign_iou:
+                        owner.setdefault(predictor(r, anchor), r)
         total = 0.0
         for a, (i, j, g, ah, aw) in enumerate(table):
             t = raw[n, a]
@@ -321,8 +330,10 @@ def test_yolo_v1_loss_matches_numpy_reference():
     np.testing.assert_allclose(got, np_yolo_loss(gt, raw, s, b, c), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("ignore_iou,box_weight", [(0.5, 1.0), (0.05, 1.0), (0.5, 5.0)])
-def test_yolo_v3_loss_matches_numpy_reference(ignore_iou, box_weight):
+@pytest.mark.parametrize("ignore_iou,box_weight,assign_iou",
+                         [(0.5, 1.0, 1.0), (0.05, 1.0, 1.0), (0.5, 5.0, 1.0), (0.5, 1.0, 0.5),
+                          (0.05, 1.0, 0.3)])
+def test_yolo_v3_loss_matches_numpy_reference(ignore_iou, box_weight, assign_iou):
     from cnn_apps.applications.detection.yolo_v3 import ANCHORS
 
     grids, c = [4, 2, 1], 3
@@ -333,10 +344,14 @@ def test_yolo_v3_loss_matches_numpy_reference(ignore_iou, box_weight):
                               [0.3, 0.2, 0.7, 0.6, 1],
                               [0.1, 0.5, 0.95, 0.95, 1]], 5),
                    padded_gt([[0.55, 0.0, 0.7, 0.3, 0]], 5)])
-    loss = YoloV3Loss(grids, ANCHORS, c, ignore_iou=ignore_iou, box_weight=box_weight)
+    loss = YoloV3Loss(grids, ANCHORS, c, ignore_iou=ignore_iou, box_weight=box_weight,
+                      assign_iou=assign_iou)
     got = keras.ops.convert_to_numpy(loss.call(gt, raw))
-    np.testing.assert_allclose(got, np_yolo_v3_loss(gt, raw, grids, ANCHORS, c, ignore_iou,
-                                                    box_weight), rtol=1e-5, atol=1e-4)
+    want = np_yolo_v3_loss(gt, raw, grids, ANCHORS, c, ignore_iou, box_weight, assign_iou)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    if assign_iou < 1.0:  # extra anchors do change the loss on this batch
+        assert not np.allclose(want, np_yolo_v3_loss(gt, raw, grids, ANCHORS, c, ignore_iou,
+                                                     box_weight, 1.0), rtol=1e-3)
 
 
 def test_yolo_v3_decode_inverts_the_loss_encoding():
