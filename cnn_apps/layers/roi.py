@@ -210,13 +210,23 @@ class RoIAlign2D(_RoIBase):
 
     def call(self, inputs):
         features, rois, batch_index, shape, num_rois = self._prepare(inputs)
+        return self._finish(self.pool_flat(features, rois, batch_index), shape, num_rois)
+
+    def pool_flat(self, features, rois, batch_index):
+        """RoIAlign of a flat list of rois: ``features`` (B, H, W, C), ``rois`` (N, 4)
+        normalized yxyx, ``batch_index`` (N,) int32 image of each roi → (N, ph, pw, C).
+        Lets a caller pool each roi on one of several maps (FPN levels) without aligning
+        every roi on every map."""
+        features = ops.cast(features, self.compute_dtype)
+        rois = ops.cast(rois, "float32")
+        shape = ops.shape(features)
         height, width = shape[1], shape[2]
         ph, pw = self.pool_size
         s = self.sampling_ratio
         y_lo, y_hi, wy_lo, wy_hi = self._sample_axis(rois[:, 0], rois[:, 2], height, ph)
         x_lo, x_hi, wx_lo, wx_hi = self._sample_axis(rois[:, 1], rois[:, 3], width, pw)
         flat = ops.reshape(features, (-1, shape[3]))  # (B·H·W, C)
-        base = batch_index * height * width
+        base = ops.cast(batch_index, "int32") * height * width
         out = 0.0
         for y_idx, wy in ((y_lo, wy_lo), (y_hi, wy_hi)):
             for x_idx, wx in ((x_lo, wx_lo), (x_hi, wx_hi)):
@@ -225,8 +235,7 @@ class RoIAlign2D(_RoIBase):
                 weight = ops.cast(wy[:, :, None] * wx[:, None, :], features.dtype)
                 out = out + ops.take(flat, index, axis=0) * weight[..., None]
         out = ops.reshape(out, (-1, ph, s, pw, s, shape[3]))
-        pooled = ops.mean(out, axis=(2, 4))
-        return self._finish(pooled, shape, num_rois)
+        return ops.mean(out, axis=(2, 4))
 
     def get_config(self):
         return {**super().get_config(), "sampling_ratio": self.sampling_ratio,

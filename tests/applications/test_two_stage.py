@@ -260,6 +260,36 @@ def _fit_decreases(model, x, y, epochs=8):
     assert history["loss"][-1] < 0.8 * history["loss"][0], history["loss"]
 
 
+def test_faster_rcnn_pools_each_roi_on_its_fpn_level_only(shapes_root):
+    """The routed pooling (gather per level, scatter back) equals RoIAlign of every RoI on
+    the level chosen by the FPN rule k = clip(floor(k0 + log2(sqrt(hw) / s0)), P3, P4),
+    computed here per RoI with the plain layer call; gradients reach every level."""
+    config = faster_config(shapes_root, image_size=64)
+    model = get_detector("faster_rcnn").build_model(config, len(CLASS_NAMES))
+    rng = np.random.default_rng(3)
+    features = {"P3": tf.constant(rng.normal(size=(2, 8, 8, 16)), tf.float32),
+                "P4": tf.constant(rng.normal(size=(2, 4, 4, 16)), tf.float32)}
+    centre = rng.uniform(0.3, 0.7, (2, 6, 2))
+    side = np.array([0.05, 0.1, 0.2, 0.3, 0.5, 0.9])[None, :, None] * np.ones((2, 1, 2))
+    rois = np.concatenate([centre - side / 2, centre + side / 2], axis=-1).clip(0, 1)
+    rois = tf.constant(rois, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(list(features.values()))
+        pooled = model.pool(features, rois)
+        total = tf.reduce_sum(pooled)
+    assert pooled.shape == (2, 6, 4, 4, 16)
+    k0, s0 = 4, TINY_FASTER.get("roi_canonical_scale", 0.25)
+    for n in range(2):
+        for r in range(6):
+            box = rois[n, r].numpy()
+            k = np.floor(k0 + np.log2(np.sqrt((box[2] - box[0]) * (box[3] - box[1])) / s0))
+            level = f"P{int(np.clip(k, 3, 4))}"
+            want = model.roi_align([features[level][n:n + 1], rois[n:n + 1, r:r + 1]])
+            np.testing.assert_allclose(pooled[n, r].numpy(), want[0, 0].numpy(), atol=1e-5)
+    grads = tape.gradient(total, list(features.values()))
+    assert all(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
+
+
 def test_faster_rcnn_training_steps_decrease_loss(shapes_root):
     config = faster_config(shapes_root)
     keras.utils.set_random_seed(0)

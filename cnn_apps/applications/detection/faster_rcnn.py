@@ -242,7 +242,10 @@ class FasterRCNN(two_stage.TwoStageModel):
 
     # -- pieces -----------------------------------------------------------------------------
     def pool(self, features, rois):
-        """RoIAlign of each RoI on its FPN level (module doc) → (B, R, ph, pw, channels)."""
+        """RoIAlign of each RoI on its FPN level (module doc) → (B, R, ph, pw, channels).
+        Each level aligns only the RoIs routed to it (gathered, then scattered back)."""
+        import tensorflow as tf
+
         s = self.settings
         levels = s["levels"]
         if len(levels) == 1:
@@ -252,11 +255,20 @@ class FasterRCNN(two_stage.TwoStageModel):
         k0 = _level_number(s["roi_canonical_level"])
         target = ops.floor(k0 + ops.log2(side / s["roi_canonical_scale"]))
         target = ops.clip(target, min(self.level_numbers), max(self.level_numbers))
-        pooled = 0.0
+        batch, count = tf.shape(rois)[0], tf.shape(rois)[1]
+        flat_rois, flat_target = tf.reshape(rois, (-1, 4)), tf.reshape(target, (-1,))
+        batch_index = tf.repeat(tf.range(batch), count)
+        ph, pw = self.roi_align.pool_size
+        channels = int(features[levels[0]].shape[-1])
+        pooled = None
         for lvl, number in zip(levels, self.level_numbers):
-            here = ops.cast(ops.equal(target, float(number)), "float32")[..., None, None, None]
-            pooled = pooled + self.roi_align([features[lvl], rois]) * here
-        return pooled
+            index = tf.cast(tf.where(tf.equal(flat_target, float(number)))[:, 0], tf.int32)
+            here = self.roi_align.pool_flat(features[lvl], tf.gather(flat_rois, index),
+                                            tf.gather(batch_index, index))
+            part = tf.scatter_nd(index[:, None], here,
+                                 tf.stack([batch * count, ph, pw, channels]))
+            pooled = part if pooled is None else pooled + part
+        return tf.reshape(pooled, (batch, count, ph, pw, channels))
 
     def proposals(self, features, training):
         s = self.settings
