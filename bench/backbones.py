@@ -26,21 +26,18 @@ Usage:
 
 import argparse
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
+
+from _results import RESULTS, machine_description, write_marked_section
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 DEFAULT_MODELS = "resnet18,resnet50,vgg16,googlenet,mobilenet_v2,densenet121"
 CONFIGS = {"fp32": ("float32", False), "fp32+xla": ("float32", True),
            "bf16": ("mixed_bfloat16", False), "bf16+xla": ("mixed_bfloat16", True)}
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- backbones:begin -->", "<!-- backbones:end -->"
 
 DEPTHWISE_NOTE = """\
 Why depthwise nets reach a lower fraction of peak: a depthwise 3×3 convolution does 9
@@ -107,24 +104,6 @@ def input_side(name, args):
     from cnn_apps.backbones import get_spec
 
     return int(get_spec(name).default_input_shape[0])
-
-
-def machine_description():
-    model, cpus = platform.processor() or "unknown", os.cpu_count()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-        model = fields.get("Model name", model).strip()
-        cpus = fields.get("CPU(s)", cpus)
-        cpus = str(cpus).strip()
-    except (OSError, subprocess.CalledProcessError, ValueError):
-        pass
-    import tensorflow as tf
-
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"{model}, {cpus} CPU(s); GPUs: {', '.join(gpus) or 'none'}; TensorFlow "
-            f"{tf.__version__}; load average at start {load}")
 
 
 def _best_time(fn, repeats):
@@ -227,16 +206,6 @@ def format_table(rows, peaks):
     return "\n".join(lines)
 
 
-def write_results(section):
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
-
 
 def main(argv=None):
     args = parse_args(argv)
@@ -288,7 +257,7 @@ def main(argv=None):
         DEPTHWISE_NOTE,
     ])
     if not args.no_write:
-        write_results(section)
+        write_marked_section("backbones", section)
         print(f"wrote the backbones section of {RESULTS}")
     return 0
 

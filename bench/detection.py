@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -47,8 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- detection:begin -->", "<!-- detection:end -->"
+from _results import RESULTS, machine_description, write_marked_section  # noqa: E402
 HEADER = ("| detector | backbone | input | batch | forward img/s | post img/s | end-to-end img/s "
           "| post share | proposals ms/img |")
 
@@ -83,23 +81,6 @@ def parse_args(argv=None):
     args.models = known if args.models == "all" else [
         m.strip() for m in args.models.split(",") if m.strip()]
     return args
-
-
-def machine_description():
-    model, cpus = platform.processor() or "unknown", os.cpu_count()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle
-                     if line.startswith("model name")]
-        model = names[0] if names else model
-    except OSError:
-        pass
-    import tensorflow as tf
-
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"{model}, {cpus} CPU(s); GPUs: {', '.join(gpus) or 'none'}; TensorFlow "
-            f"{tf.__version__}; load average at start {load}")
 
 
 def best_seconds(fn, steps, repeats):
@@ -187,16 +168,6 @@ def format_table(rows):
                       *(format_row(r) for r in rows)])
 
 
-def write_results(section):
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
-
 
 def main(argv=None):
     args = parse_args(argv)
@@ -231,7 +202,7 @@ def main(argv=None):
         *([f"- note: {args.note}"] if args.note else []),
         "",
         format_table(rows)])
-    write_results(section)
+    write_marked_section("detection", section)
     return rows
 
 
