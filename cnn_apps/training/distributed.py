@@ -173,6 +173,15 @@ class DistributedTrainer:
         train_step = self._build_train_step()
         evaluate = self._build_eval_step() if validation_data is not None else None
         distributed = self.distribute(dataset_factory)
+        return self._epoch_loop(callback_list, initial_epoch, epochs, lambda: distributed,
+                                train_step, evaluate, validation_data)
+
+    def _epoch_loop(self, callback_list, initial_epoch, epochs, epoch_inputs, run_step,
+                    evaluate, validation_data):
+        """The epoch loop of both fits: ``epoch_inputs()`` (called after ``on_epoch_begin``,
+        which sets the learning rate) gives one epoch's step inputs, ``run_step(input)`` one
+        step's results; then metrics, inline evaluation and the epoch callbacks."""
+        model = self.model
         model.stop_training = False
         model._initial_epoch = None
         callback_list.on_train_begin()
@@ -181,14 +190,14 @@ class DistributedTrainer:
         for epoch in range(initial_epoch, epochs):
             self._reset()
             callback_list.on_epoch_begin(epoch)
-            for step, batch in enumerate(distributed):
+            for step, step_input in enumerate(epoch_inputs()):
                 callback_list.on_train_batch_begin(step)
-                logs = self._update(train_step(batch))
+                logs = self._update(run_step(step_input))
                 callback_list.on_train_batch_end(step, logs)
                 if model.stop_training:
                     break
             epoch_logs = self._results()
-            if evaluate is not None:
+            if evaluate is not None:  # inline evaluation (on the chief under parameter_server)
                 epoch_logs.update({f"val_{k}": v for k, v in
                                    self._evaluate(evaluate, validation_data).items()})
             callback_list.on_epoch_end(epoch, epoch_logs)

@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +124,7 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
     Under ``parameter_server`` this process is the chief (coordinator) and the asynchronous
     loop of ``cnn_apps.training.parameter_server`` schedules the steps on the workers.
     """
+    started = time.perf_counter()
     import keras
 
     from cnn_apps.applications import get_task
@@ -230,6 +232,9 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
     model = task.finalize_model(model, config, run_dir)
     metrics = task.evaluate(model, config, split="test", run_dir=run_dir)
     metrics["epochs_run"] = _epochs_in_history(run_dir / "history.csv")
+    # wall time of this process (data, training, post-training stage, evaluation); a resumed
+    # run counts from its restart
+    metrics["run_seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(run_dir / "metrics.json", metrics)
     if (run_dir / "history.csv").exists():
         plot_history(run_dir / "history.csv", run_dir / "learning_curves.png")

@@ -252,33 +252,15 @@ class ParameterServerTrainer(DistributedTrainer):
         train_step = self._build_train_step()
         evaluate = self._build_eval_step() if validation_data is not None else None
         iterator = iter(self.coordinator.create_per_worker_dataset(dataset_fn))
-        model.stop_training = False
-        model._initial_epoch = None
-        callback_list.on_train_begin()
-        initial_epoch = model._initial_epoch or initial_epoch  # set by BackupAndRestore
-        training_logs = {}
-        for epoch in range(initial_epoch, epochs):
-            self._reset()
-            callback_list.on_epoch_begin(epoch)  # sets the learning rate (a ps variable)
+
+        def epoch_inputs():  # schedule the epoch's steps on the workers, wait for all of them
             pending = [self.coordinator.schedule(train_step, args=(iterator,))
                        for _ in range(int(steps_per_epoch))]
             self.coordinator.join()  # raises the first error a step hit
-            for step, remote in enumerate(pending):
-                callback_list.on_train_batch_begin(step)
-                logs = self._update(remote.fetch())
-                callback_list.on_train_batch_end(step, logs)
-                if model.stop_training:
-                    break
-            epoch_logs = self._results()
-            if evaluate is not None:  # inline evaluation on the chief (reads the ps weights)
-                epoch_logs.update({f"val_{k}": v for k, v in
-                                   self._evaluate(evaluate, validation_data).items()})
-            callback_list.on_epoch_end(epoch, epoch_logs)
-            training_logs = epoch_logs
-            if model.stop_training:
-                break
-        callback_list.on_train_end(logs=training_logs)
-        return model.history
+            return pending
+
+        return self._epoch_loop(callback_list, initial_epoch, epochs, epoch_inputs,
+                                lambda remote: remote.fetch(), evaluate, validation_data)
 
 
 def fit_task(task, config, model, strategy, validation_data, *, epochs, initial_epoch=0,
