@@ -99,7 +99,7 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def np_yolo_loss(gt, raw, s, b, c, l_coord=5.0, l_noobj=0.5):
+def np_yolo_loss(gt, raw, s, b, c, l_coord=5.0, l_noobj=0.5, rescore=True):
     """Redmon et al. 2016 sum-squared loss with explicit loops over images, cells, boxes."""
     out = []
     for n in range(len(gt)):
@@ -139,7 +139,7 @@ def np_yolo_loss(gt, raw, s, b, c, l_coord=5.0, l_noobj=0.5):
                         tw, th = np.sqrt(g[3] - g[1]), np.sqrt(g[2] - g[0])
                         total += l_coord * ((params[k, 0] - tx) ** 2 + (params[k, 1] - ty) ** 2)
                         total += l_coord * ((params[k, 2] - tw) ** 2 + (params[k, 3] - th) ** 2)
-                        total += (conf - ious[k]) ** 2
+                        total += (conf - (ious[k] if rescore else 1.0)) ** 2
                     else:
                         total += l_noobj * conf ** 2
         out.append(total)
@@ -317,7 +317,8 @@ def test_ssd_multibox_loss_matches_numpy_reference():
     np.testing.assert_allclose(float(loss(gt, raw)), got.mean(), rtol=1e-6)
 
 
-def test_yolo_v1_loss_matches_numpy_reference():
+@pytest.mark.parametrize("rescore", [True, False])
+def test_yolo_v1_loss_matches_numpy_reference(rescore):
     s, b, c = 3, 2, 3
     rng = np.random.default_rng(4)
     raw = rng.normal(0, 1.0, (2, s, s, 5 * b + c)).astype(np.float32)
@@ -325,9 +326,10 @@ def test_yolo_v1_loss_matches_numpy_reference():
                               [0.1, 0.12, 0.2, 0.2, 0],      # same cell as the first: ignored
                               [0.5, 0.6, 0.9, 0.95, 1]], 4),
                    padded_gt([[0.4, 0.0, 0.62, 0.3, 1]], 4)])
-    loss = YoloV1Loss(grid_size=s, boxes_per_cell=b, num_classes=c)
+    loss = YoloV1Loss(grid_size=s, boxes_per_cell=b, num_classes=c, rescore=rescore)
     got = keras.ops.convert_to_numpy(loss.call(gt, raw))
-    np.testing.assert_allclose(got, np_yolo_loss(gt, raw, s, b, c), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, np_yolo_loss(gt, raw, s, b, c, rescore=rescore),
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("ignore_iou,box_weight,assign_iou",

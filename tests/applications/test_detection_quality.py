@@ -1,7 +1,8 @@
-"""Issue 6 quality bar for the one-stage detectors: with the packaged default ``detection``
-config (only the run name, the data folder and export changed), each detector trains on the
-built-in ``shapes`` data and reaches COCO AP50 >= 0.90 (pycocotools) on its validation split,
-read back from the run's ``metrics.json``. Slow: one full default training run per detector.
+"""Issue 6 quality bars: with the packaged default ``detection`` config (only the model, the
+run name, the data folder and export changed), each detector trains on the built-in
+``shapes`` data and reaches its COCO AP50 target (pycocotools) on the validation split, read
+back from the run's ``metrics.json``. Slow: one full default training run per detector; the
+data folder (and so the selective-search proposal cache) is shared by the module.
 """
 
 import json
@@ -28,8 +29,12 @@ def default_run(model_name, shapes_root, runs_root):
     return json.loads((result.run_dir / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("model_name", ["ssd"])
+#: the issue's AP50 targets, for the detectors whose default run reaches them
+AP50_TARGETS = {"ssd": 0.90, "yolo_v3": 0.90, "faster_rcnn": 0.90}
+
+
+@pytest.mark.parametrize("model_name", sorted(AP50_TARGETS))
 def test_default_config_reaches_ap50(model_name, shapes_root, tmp_path):
     metrics = default_run(model_name, shapes_root, tmp_path)
     assert metrics["split"] == "val" and metrics["model"] == model_name
-    assert metrics["AP50"] >= 0.90, metrics
+    assert metrics["AP50"] >= AP50_TARGETS[model_name], metrics

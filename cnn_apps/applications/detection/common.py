@@ -111,3 +111,10 @@ def smooth_l1(x):
     """Huber with δ = 1 (Fast R-CNN's smooth L1): 0.5x² if |x| < 1 else |x| − 0.5."""
     ax = keras.ops.abs(x)
     return keras.ops.where(ax < 1.0, 0.5 * x * x, ax - 0.5)
+
+
+def bce_with_logits(logits, target):
+    """Binary cross-entropy of ``sigmoid(logits)`` against ``target``, elementwise, in the
+    overflow-free form ``max(x, 0) − x·t + log(1 + e^−|x|)``."""
+    ops = keras.ops
+    return ops.maximum(logits, 0.0) - logits * target + ops.log1p(ops.exp(-ops.abs(logits)))

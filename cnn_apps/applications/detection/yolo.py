@@ -18,7 +18,8 @@ image::
     + Σ 1^obj_ij (C − Ĉ)² + λ_noobj Σ 1^noobj_ij (C − Ĉ)² + Σ_i 1^obj_i Σ_c (p_i(c) − p̂_i(c))²
 
 with λ_coord = 5, λ_noobj = 0.5, target confidence Ĉ = IoU(predicted box, truth) for the
-responsible predictor (treated as a constant) and 0 elsewhere; the per-image sums are
+responsible predictor (treated as a constant; with ``rescore=False``, Darknet's
+``rescore=0``, Ĉ = 1) and 0 elsewhere; the per-image sums are
 averaged over the batch. At test time the class-specific score of box j in cell i is
 ``Pr(class | object) · C_ij``, followed by class-aware NMS.
 
@@ -47,7 +48,8 @@ def yolo_settings(config):
             "head_layers": int(cfg.get("head_layers", 2)),
             "fuse_coarser": bool(cfg.get("fuse_coarser", True)),
             "lambda_coord": float(cfg.get("lambda_coord", 5.0)),
-            "lambda_noobj": float(cfg.get("lambda_noobj", 0.5))}
+            "lambda_noobj": float(cfg.get("lambda_noobj", 0.5)),
+            "rescore": bool(cfg.get("rescore", True))}
 
 
 def build_model(config, num_classes):
@@ -106,7 +108,7 @@ class YoloV1Loss(keras.losses.Loss):
     ``y_pred`` = raw (N, S, S, 5B + C). Returns one value per image."""
 
     def __init__(self, grid_size, boxes_per_cell=2, num_classes=1, lambda_coord=5.0,
-                 lambda_noobj=0.5, name="yolo_v1_loss", **kwargs):
+                 lambda_noobj=0.5, rescore=True, name="yolo_v1_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         for arg, value in (("grid_size", grid_size), ("boxes_per_cell", boxes_per_cell),
                            ("num_classes", num_classes)):
@@ -115,6 +117,7 @@ class YoloV1Loss(keras.losses.Loss):
         self.grid_size, self.boxes_per_cell = int(grid_size), int(boxes_per_cell)
         self.num_classes = int(num_classes)
         self.lambda_coord, self.lambda_noobj = float(lambda_coord), float(lambda_noobj)
+        self.rescore = bool(rescore)
 
     def call(self, y_true, y_pred):
         s, b = self.grid_size, self.boxes_per_cell
@@ -151,8 +154,9 @@ class YoloV1Loss(keras.losses.Loss):
                  + ops.square(params[..., 2] - t_sw[..., None])
                  + ops.square(params[..., 3] - t_sh[..., None]))
         conf = params[..., 4]
+        conf_target = iou if self.rescore else 1.0
         per_box = (self.lambda_coord * responsible * coord
-                   + responsible * ops.square(conf - iou)
+                   + responsible * ops.square(conf - conf_target)
                    + self.lambda_noobj * noobj * ops.square(conf))
         class_term = obj_cell * ops.sum(ops.square(probs - target[..., 4:]), axis=-1)
         return ops.sum(per_box, axis=(1, 2, 3)) + ops.sum(class_term, axis=(1, 2))
@@ -160,13 +164,14 @@ class YoloV1Loss(keras.losses.Loss):
     def get_config(self):
         return {**super().get_config(), "grid_size": self.grid_size,
                 "boxes_per_cell": self.boxes_per_cell, "num_classes": self.num_classes,
-                "lambda_coord": self.lambda_coord, "lambda_noobj": self.lambda_noobj}
+                "lambda_coord": self.lambda_coord, "lambda_noobj": self.lambda_noobj,
+                "rescore": self.rescore}
 
 
 def loss(config, det_info, num_classes):
     s = yolo_settings(config)
     return YoloV1Loss(det_info["grid_size"], det_info["boxes_per_cell"], num_classes,
-                      s["lambda_coord"], s["lambda_noobj"])
+                      s["lambda_coord"], s["lambda_noobj"], s["rescore"])
 
 
 def decode(raw, det_info):

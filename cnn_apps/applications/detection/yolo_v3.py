@@ -42,8 +42,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from cnn_apps.applications.detection.common import (backbone_features, conv_bn_relu,
-                                                    nms_outputs, pick_level)
+from cnn_apps.applications.detection.common import (backbone_features, bce_with_logits,
+                                                    conv_bn_relu, nms_outputs, pick_level)
 from cnn_apps.ops import box_iou
 
 #: default anchors (height, width) as fractions of the image, 3 per scale, fine to coarse:
@@ -142,11 +142,6 @@ def _decode_boxes(raw, table):
     return ops.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], axis=-1)
 
 
-def _bce_logits(logits, target):
-    """Binary cross-entropy of sigmoid(logits), stable form."""
-    return ops.maximum(logits, 0.0) - logits * target + ops.log1p(ops.exp(-ops.abs(logits)))
-
-
 @keras.saving.register_keras_serializable(package="cnn_apps")
 class YoloV3Loss(keras.losses.Loss):
     """YOLOv3 loss (module doc) for ``y_true`` = padded gt (N, M, 5) and ``y_pred`` = raw
@@ -228,9 +223,9 @@ class YoloV3Loss(keras.losses.Loss):
         overlap = ops.where(valid[:, None, :], box_iou(pred_boxes, gt), 0.0)  # (N, A, M)
         ignore = ops.stop_gradient(ops.max(overlap, axis=-1)) >= self.ignore_iou
         no_obj = (1.0 - assigned) * (1.0 - ops.cast(ignore, "float32"))
-        obj_term = assigned * _bce_logits(raw[..., 4], 1.0) + no_obj * _bce_logits(raw[..., 4],
-                                                                                   0.0)
-        cls_term = assigned * ops.sum(_bce_logits(raw[..., 5:], t_cls), axis=-1)
+        obj_term = (assigned * bce_with_logits(raw[..., 4], 1.0)
+                    + no_obj * bce_with_logits(raw[..., 4], 0.0))
+        cls_term = assigned * ops.sum(bce_with_logits(raw[..., 5:], t_cls), axis=-1)
         return ops.sum(self.box_weight * assigned * box_term + obj_term + cls_term, axis=1)
 
     def get_config(self):
