@@ -212,6 +212,30 @@ def padded_gt(rows, max_boxes):
     return gt
 
 
+def check_serving_detections(sig, images, threshold):
+    """Call a ``serving_default`` signature on PNG bytes of ``images``: the TF OD API outputs,
+    at least one detection per image, valid 1-based classes, and no two same-class boxes
+    overlapping more than the NMS ``threshold``. Returns the outputs as numpy arrays."""
+    import cv2
+
+    assert set(sig.structured_outputs) == {"detection_boxes", "detection_scores",
+                                           "detection_classes", "num_detections"}
+    blobs = [cv2.imencode(".png", cv2.cvtColor(im, cv2.COLOR_RGB2BGR))[1].tobytes()
+             for im in images]
+    out = {k: v.numpy() for k, v in sig(image_bytes=tf.constant(blobs)).items()}
+    assert out["detection_boxes"].shape == (len(images), 100, 4)
+    for i in range(len(images)):
+        n = int(out["num_detections"][i])
+        assert n > 0
+        boxes, classes = out["detection_boxes"][i, :n], out["detection_classes"][i, :n]
+        assert classes.min() >= 1 and classes.max() <= len(CLASS_NAMES)
+        for cls in np.unique(classes):
+            iou = pairwise_iou(boxes[classes == cls])
+            np.fill_diagonal(iou, 0)
+            assert iou.max(initial=0.0) <= threshold + 1e-5
+    return out
+
+
 # -- augmentation -----------------------------------------------------------------------------
 def test_flip_mirrors_boxes_and_pixels_exactly():
     rng = np.random.default_rng(0)
@@ -481,8 +505,6 @@ def pairwise_iou(boxes):
 
 
 def test_saved_model_serving_applies_nms(ssd_run, tmp_path):
-    import cv2
-
     from cnn_apps.export import export_run
 
     result, config = ssd_run
@@ -494,24 +516,9 @@ def test_saved_model_serving_applies_nms(ssd_run, tmp_path):
     path = export_run(result.run_dir, "saved_model", tmp_path / "sm")
     loaded = tf.saved_model.load(str(path))
     sig = loaded.signatures["serving_default"]
-    assert set(sig.structured_outputs) == {"detection_boxes", "detection_scores",
-                                           "detection_classes", "num_detections"}
     assert sig.structured_input_signature[1]["image_bytes"].dtype == tf.string
     images = TASK.data(config).x_val[:2]
-    blobs = [cv2.imencode(".png", cv2.cvtColor(im, cv2.COLOR_RGB2BGR))[1].tobytes()
-             for im in images]
-    out = {k: v.numpy() for k, v in sig(image_bytes=tf.constant(blobs)).items()}
-    assert out["detection_boxes"].shape == (2, 100, 4)
-    threshold = info["postprocess"]["nms_iou_threshold"]
-    for i in range(2):
-        n = int(out["num_detections"][i])
-        assert n > 0
-        boxes, classes = out["detection_boxes"][i, :n], out["detection_classes"][i, :n]
-        assert classes.min() >= 1 and classes.max() <= len(CLASS_NAMES)
-        for cls in np.unique(classes):
-            iou = pairwise_iou(boxes[classes == cls])
-            np.fill_diagonal(iou, 0)
-            assert iou.max(initial=0.0) <= threshold + 1e-5
+    check_serving_detections(sig, images, info["postprocess"]["nms_iou_threshold"])
     tensor_out = loaded.signatures["predict_tensor"](images=tf.constant(images, tf.float32))
     assert int(tensor_out["num_detections"][0]) > 0
 

@@ -12,8 +12,8 @@ import tensorflow as tf
 from cnn_apps.applications.detection import TASK, get_detector
 from cnn_apps.applications.detection import two_stage
 from cnn_apps.errors import ConfigError
-from tests.applications.test_detection import (CLASS_NAMES, np_iou, padded_gt, pairwise_iou,
-                                               shapes_root, tiny_detection_config)
+from tests.applications.test_detection import (CLASS_NAMES, check_serving_detections, np_iou,
+                                               padded_gt, shapes_root, tiny_detection_config)
 
 pytestmark = pytest.mark.tf_only
 __all__ = ["shapes_root"]  # the module-scoped fixture, shared with test_detection
@@ -370,8 +370,6 @@ def test_faster_rcnn_train_evaluate_and_reload(faster_run, tmp_path):
 
 
 def test_faster_rcnn_saved_model_serving_applies_nms(faster_run, tmp_path):
-    import cv2
-
     from cnn_apps.export import export_run
 
     result, config = faster_run
@@ -382,24 +380,11 @@ def test_faster_rcnn_saved_model_serving_applies_nms(faster_run, tmp_path):
     info_path.write_text(json.dumps(info))
     loaded = tf.saved_model.load(str(export_run(result.run_dir, "saved_model", tmp_path / "sm")))
     sig = loaded.signatures["serving_default"]
-    assert set(sig.structured_outputs) == {"detection_boxes", "detection_scores",
-                                           "detection_classes", "num_detections"}
     images = TASK.data(config).x_val[:2]
-    blobs = [cv2.imencode(".png", cv2.cvtColor(im, cv2.COLOR_RGB2BGR))[1].tobytes()
-             for im in images]
-    out = {k: v.numpy() for k, v in sig(image_bytes=tf.constant(blobs)).items()}
-    assert out["detection_boxes"].shape == (2, 100, 4)
-    threshold = info["postprocess"]["nms_iou_threshold"]
-    for i in range(2):
+    out = check_serving_detections(sig, images, info["postprocess"]["nms_iou_threshold"])
+    for i in range(2):  # best first
         n = int(out["num_detections"][i])
-        assert n > 0
-        boxes, classes = out["detection_boxes"][i, :n], out["detection_classes"][i, :n]
-        assert classes.min() >= 1 and classes.max() <= len(CLASS_NAMES)
         assert np.all(np.diff(out["detection_scores"][i, :n]) <= 1e-6)
-        for cls in np.unique(classes):
-            iou = pairwise_iou(boxes[classes == cls])
-            np.fill_diagonal(iou, 0)
-            assert iou.max(initial=0.0) <= threshold + 1e-5
     # the same detections as the Python post-processing of the Keras model
     direct = TASK.detect(result.model, images.astype(np.float32), info)
     np.testing.assert_allclose(out["num_detections"], direct["num_detections"])
