@@ -129,6 +129,38 @@ def test_roi_pooling_matches_loop_on_random_rois():
     np.testing.assert_array_equal(got[1, 1], 0.0)
 
 
+@pytest.mark.tf_only
+@pytest.mark.parametrize("shape,pool", [((2, 16, 16, 4), (7, 7)), ((1, 5, 11, 2), (2, 3)),
+                                        ((1, 1, 3, 2), (2, 2))])
+def test_roi_pooling_sparse_table_matches_the_masked_path_values_and_gradients(shape, pool):
+    """The range-maximum-query path (static map size) and the per-roi masked path give the
+    same bins and the same gradient w.r.t. the map, on rois of every size (inside the map,
+    crossing its border, fully outside, thinner than a cell)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(7)
+    fmap = tf.constant(rng.normal(size=shape), tf.float32)
+    rois = tf.constant(random_rois(rng, shape[0], 20, -0.3, 1.3))
+    layer = RoIPooling2D(pool)
+    layer.build([shape, tuple(rois.shape)])
+    features, flat, batch_index, dims, count = layer._prepare([fmap, rois])
+    h, w = float(shape[1]), float(shape[2])
+    rows = layer._bin_masks(tf.floor(flat[:, 0] * h + 0.5), tf.floor(flat[:, 2] * h + 0.5),
+                            shape[1], pool[0])
+    cols = layer._bin_masks(tf.floor(flat[:, 1] * w + 0.5), tf.floor(flat[:, 3] * w + 0.5),
+                            shape[2], pool[1])
+    results = []
+    for path in (layer._pool_sparse_table, layer._pool_masked):
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            out = path(features, rows, cols, batch_index)
+            loss = tf.reduce_sum(out * tf.cos(out))
+        grad = tf.convert_to_tensor(tape.gradient(loss, features))
+        results.append((out.numpy(), grad.numpy()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6, atol=1e-6)
+
+
 def test_roi_pooling_dynamic_spatial_size():
     fmap_in = keras.Input((None, None, 2))
     rois_in = keras.Input((3, 4))
