@@ -95,7 +95,7 @@ def test_class_svms_with_hard_negative_mining_rank_positives_first():
     features = np.concatenate([negatives, near])
     max_iou = np.zeros((420, num_classes))
     max_iou[400:, 0] = 0.8  # not negatives for class 0
-    settings = svm_settings({"initial_negatives": 20, "mining_rounds": 2})
+    settings = svm_settings({"initial_negatives": 20, "mining_rounds": 2, "svm_c": 1.0})
     weights, biases = fit_class_svms(gt_features, gt_classes, features, max_iou, num_classes,
                                      settings)
     for cls in range(num_classes):

@@ -9,7 +9,9 @@ regression stage]).
     min_w  ½‖w‖² + C Σ_i c_i max(0, 1 − y_i wᵀx̃_i),    x̃_i = (x_i, B)
 
 with the bias as an extra constant feature ``B`` (``bias_scale``; regularized like liblinear),
-``c_i = positive_weight`` for positives and 1 for negatives. Solved by dual coordinate descent
+``c_i = positive_weight`` for positives and 1 for negatives. Defaults are R-CNN's training
+code: C = 10⁻³ with features scaled to mean L2 norm 20, B = 10, positive weight 2 (C = 1
+overfits the hard negatives: on ``shapes`` SPP-net's AP50 fell from 0.55 to 0.18). Solved by dual coordinate descent
 (Hsieh et al. 2008): with ``α_i ∈ [0, C·c_i]`` and ``w = Σ α_i y_i x̃_i``, each step sets
 ``α_i ← clip(α_i − (y_i wᵀx̃_i − 1) / ‖x̃_i‖², 0, C·c_i)``; it stops when the projected
 gradients span less than ``tol``.
@@ -43,7 +45,7 @@ __all__ = ["train_linear_svm", "hinge_objective", "fit_ridge", "box_iou_np",
 def svm_settings(section: dict | None) -> dict:
     """The SVM / regression knobs of a detector's config section, defaults filled in."""
     section = dict(section or {})
-    out = {"svm_c": float(section.get("svm_c", 1.0)),
+    out = {"svm_c": float(section.get("svm_c", 0.001)),
            "positive_weight": float(section.get("positive_weight", 2.0)),
            "bias_scale": float(section.get("bias_scale", 10.0)),
            "feature_norm": float(section.get("feature_norm", 20.0)),
