@@ -115,8 +115,10 @@ def test_sample_roi_targets_caps_foreground_and_fills_with_background():
 
 
 # -- loss -------------------------------------------------------------------------------------
-def np_fast_rcnn_loss(logits, deltas, labels, targets, box_weight, ohem_batch=None):
-    """Per-RoI Fast R-CNN loss with loops; OHEM keeps the largest per image."""
+def np_fast_rcnn_loss(logits, deltas, labels, targets, box_weight, ohem_batch=None, rois=None,
+                      nms_iou=1.0):
+    """Per-RoI Fast R-CNN loss with loops; OHEM keeps the largest per image, skipping RoIs
+    that overlap an already kept one by more than ``nms_iou``."""
     b, r, k = logits.shape
     c = k - 1
     per_roi = np.zeros((b, r))
@@ -138,8 +140,14 @@ def np_fast_rcnn_loss(logits, deltas, labels, targets, box_weight, ohem_batch=No
     if ohem_batch:
         for i in range(b):
             order = [j for j in np.argsort(-per_roi[i], kind="stable") if labels[i, j] >= 0]
+            kept = []
+            for j in order:
+                if len(kept) < ohem_batch and all(
+                        rois is None or np_iou(rois[i, j], rois[i, m]) <= nms_iou
+                        for m in kept):
+                    kept.append(j)
             keep[i] = False
-            keep[i, order[:ohem_batch]] = True
+            keep[i, kept] = True
     n = max(keep.sum(), 1)
     fg, bg = keep & (labels > 0), keep & (labels == 0)
     balanced = per_roi[fg].sum() / max(fg.sum(), 1) + per_roi[bg].sum() / max(bg.sum(), 1)
@@ -147,20 +155,25 @@ def np_fast_rcnn_loss(logits, deltas, labels, targets, box_weight, ohem_batch=No
             balanced, keep)
 
 
-@pytest.mark.parametrize("ohem_batch", [None, 5])
-def test_fast_rcnn_loss_matches_numpy_and_ohem_backpropagates_only_the_hardest(ohem_batch):
+@pytest.mark.parametrize("ohem_batch, nms_iou", [(None, 1.0), (5, 1.0), (5, 0.5), (3, 0.3)])
+def test_fast_rcnn_loss_matches_numpy_and_ohem_backpropagates_only_the_hardest(ohem_batch,
+                                                                               nms_iou):
     rng = np.random.default_rng(7)
     b, r, c = 2, 12, 3
     logits = rng.normal(0, 2, (b, r, c + 1)).astype(np.float32)
     deltas = rng.normal(0, 1, (b, r, 4 * c)).astype(np.float32)
     labels = rng.integers(-1, c + 1, (b, r)).astype(np.int32)
     targets = rng.normal(0, 1, (b, r, 4)).astype(np.float32)
+    # RoIs jittered around 3 centres per image: many overlap, so OHEM's NMS has work to do
+    centres = rng.uniform(0.3, 0.7, (b, 3, 2))[:, rng.integers(0, 3, r)]
+    half = rng.uniform(0.1, 0.2, (b, r, 2))
+    rois = np.concatenate([centres - half, centres + half], axis=-1).astype(np.float32)
     total, cls, box, balanced, keep = np_fast_rcnn_loss(logits, deltas, labels, targets, 2.0,
-                                                        ohem_batch)
+                                                        ohem_batch, rois, nms_iou)
     logits_t, deltas_t = tf.Variable(logits), tf.Variable(deltas)
     with tf.GradientTape() as tape:
         out = two_stage.fast_rcnn_loss(logits_t, deltas_t, labels, targets, box_weight=2.0,
-                                       ohem_batch=ohem_batch)
+                                       ohem_batch=ohem_batch, rois=rois, ohem_nms_iou=nms_iou)
     np.testing.assert_allclose(float(out["loss"]), total, rtol=1e-5)
     np.testing.assert_allclose(float(out["cls_loss"]), cls, rtol=1e-5)
     np.testing.assert_allclose(float(out["box_loss"]), box, rtol=1e-5)
@@ -168,8 +181,12 @@ def test_fast_rcnn_loss_matches_numpy_and_ohem_backpropagates_only_the_hardest(o
     grad = tape.gradient(out["loss"], logits_t).numpy()
     touched = np.abs(grad).sum(-1) > 0
     np.testing.assert_array_equal(touched, keep)
-    if ohem_batch:
+    if ohem_batch and nms_iou == 1.0:
         assert keep.sum() == b * ohem_batch
+    elif ohem_batch:  # the NMS dropped some hard RoIs that overlap harder ones
+        _, _, _, _, plain_keep = np_fast_rcnn_loss(logits, deltas, labels, targets, 2.0,
+                                                   ohem_batch)
+        assert (keep != plain_keep).any() and keep.sum() <= b * ohem_batch
 
 
 # -- post-processing --------------------------------------------------------------------------

@@ -130,7 +130,8 @@ class FastRCNN(two_stage.TwoStageModel):
         head = self.box_head(self.roi_pool([fmap, rois]), training=training)
         out = two_stage.fast_rcnn_loss(head["class_logits"], head["box_deltas"], labels,
                                        targets, s["box_weight"],
-                                       s["ohem_batch"] if s["ohem"] else None)
+                                       s["ohem_batch"] if s["ohem"] else None, rois,
+                                       s["ohem_nms_iou"])
         return {"loss": out["loss"] if training else out["balanced"],
                 "cls_loss": out["cls_loss"], "box_loss": out["box_loss"]}
 

@@ -297,7 +297,8 @@ class FasterRCNN(two_stage.TwoStageModel):
         head = self.box_head(self.pool(features, rois), training=training)
         frcnn = two_stage.fast_rcnn_loss(head["class_logits"], head["box_deltas"], labels,
                                          targets, s["box_weight"],
-                                         s["ohem_batch"] if s["ohem"] else None)
+                                         s["ohem_batch"] if s["ohem"] else None, rois,
+                                         s["ohem_nms_iou"])
         head_loss = frcnn["loss"] if training else frcnn["balanced"]
         total = rpn_cls + s["rpn_box_weight"] * rpn_box + head_loss
         return {"loss": total, "rpn_cls_loss": rpn_cls, "rpn_box_loss": rpn_box,

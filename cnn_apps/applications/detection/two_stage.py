@@ -13,7 +13,9 @@ Faster R-CNN (survey S0 §5.2; SEED_CHECKLIST §14.2, T-DET-08 box voting, T-DET
 * :func:`fast_rcnn_loss` — the multi-task loss per RoI, ``l_i = CE(softmax(p_i), u_i) +
   λ [u_i >= 1] Σ smoothL1(t^{u_i}_i − v_i)``, averaged over the RoIs it keeps; with OHEM
   (Shrivastava et al. 2016) the loss of every RoI is computed and only the ``ohem_batch``
-  hardest (largest ``l_i``, chosen without gradient) per image are back-propagated.
+  hardest (largest ``l_i``, chosen without gradient) per image are back-propagated; as in the
+  paper, NMS over the RoIs ranked by loss (IoU ``ohem_nms_iou``, 0.7) first removes RoIs that
+  overlap a harder one, so one hard region is not counted many times.
 * :func:`roi_raw_outputs` / :func:`postprocess` — the raw inference layout and the in-graph
   post-processing (class-aware NMS, then optional box voting, Gidaris & Komodakis 2015).
 * :class:`TwoStageModel` — a ``keras.Model`` base class whose ``train_step`` / ``test_step``
@@ -48,7 +50,7 @@ from cnn_apps.applications.detection.common import backbone_arguments, nms_outpu
 from cnn_apps.ops import box_area, box_iou, box_voting, decode_boxes, encode_boxes
 
 __all__ = ["ROI_VARIANCES", "sample_roi_targets", "sampling_keys", "build_box_head",
-           "fast_rcnn_loss", "roi_raw_outputs", "split_raw", "vote_detections",
+           "fast_rcnn_loss", "ohem_selection", "roi_raw_outputs", "split_raw", "vote_detections",
            "postprocess", "TwoStageModel", "head_settings", "plain", "backbone_args"]
 
 #: scale divisors of the RoI box-regression targets (Fast R-CNN normalizes its targets by
@@ -170,6 +172,7 @@ def head_settings(section, name="two_stage"):
               "box_weight": float(section.get("box_weight", 1.0)),
               "ohem": bool(section.get("ohem", False)),
               "ohem_batch": int(section.get("ohem_batch", 32)),
+              "ohem_nms_iou": float(section.get("ohem_nms_iou", 0.7)),
               "box_voting": bool(section.get("box_voting", False)),
               "voting_iou": float(section.get("voting_iou", 0.5))}
     if not 0.0 <= values["positive_fraction"] <= 1.0:
@@ -182,6 +185,9 @@ def head_settings(section, name="two_stage"):
     for key in ("batch_rois", "ohem_batch"):
         if values[key] < 1:
             raise ConfigError(f"{name}.{key} must be >= 1, got {values[key]}")
+    if not 0.0 < values["ohem_nms_iou"] <= 1.0:
+        raise ConfigError(f"{name}.ohem_nms_iou must be in (0, 1] (1 = no NMS), got "
+                          f"{values['ohem_nms_iou']}")
     if not 0.0 < values["voting_iou"] <= 1.0:
         raise ConfigError(f"{name}.voting_iou must be in (0, 1], got {values['voting_iou']}")
     return values
@@ -216,14 +222,40 @@ def _class_deltas(box_deltas, num_classes):
     return ops.reshape(box_deltas, (shape[0], shape[1], num_classes, 4))
 
 
-def fast_rcnn_loss(class_logits, box_deltas, labels, targets, box_weight=1.0, ohem_batch=None):
+def ohem_selection(hardness, rois, ohem_batch, nms_iou=0.7):
+    """OHEM's hard RoI sampler (Shrivastava et al. 2016): a (B, R) 0/1 mask of the at most
+    ``ohem_batch`` RoIs per image that are back-propagated.
+
+    ``hardness`` (B, R) is the per-RoI loss (negative = ignored RoI). RoIs are taken in
+    decreasing loss; with ``rois`` (B, R, 4) and ``nms_iou`` < 1 a RoI whose IoU with an
+    already taken (harder) one exceeds ``nms_iou`` is skipped (greedy NMS, the paper's 0.7).
+    """
+    hardness = ops.stop_gradient(ops.cast(hardness, "float32"))
+    count = int(hardness.shape[-1])
+    if rois is None or nms_iou >= 1.0:
+        rank = ops.argsort(ops.argsort(-hardness, axis=1), axis=1)
+        return ops.cast((rank < int(ohem_batch)) & (hardness >= 0), "float32")
+    import tensorflow as tf  # batched NMS returning indices is a tf.image op
+
+    k = min(int(ohem_batch), count)
+    index, valid = tf.image.non_max_suppression_padded(
+        tf.cast(rois, tf.float32), hardness, k, iou_threshold=float(nms_iou),
+        score_threshold=-0.5, pad_to_max_output_size=True)
+    taken = tf.cast(tf.range(k)[None, :] < valid[:, None], tf.float32)  # (B, k)
+    return tf.reduce_max(tf.one_hot(index, count) * taken[..., None], axis=1)
+
+
+def fast_rcnn_loss(class_logits, box_deltas, labels, targets, box_weight=1.0, ohem_batch=None,
+                   rois=None, ohem_nms_iou=0.7):
     """Fast R-CNN multi-task loss (module doc), optionally with OHEM.
 
     Args:
         class_logits: (B, R, C + 1); box_deltas: (B, R, 4C) class-specific deltas.
         labels: (B, R) int (0 background, c + 1 class c, −1 ignored); targets: (B, R, 4).
         box_weight: λ. ohem_batch: None/0 = every valid RoI; k > 0 = only the k RoIs per image
-            with the largest per-RoI loss (online hard example mining).
+            with the largest per-RoI loss (online hard example mining, :func:`ohem_selection`).
+        rois: (B, R, 4) the RoIs, for OHEM's NMS among them (None: no NMS).
+        ohem_nms_iou: that NMS's IoU threshold (1 = none).
 
     Returns:
         dict of scalars: ``loss`` = ``cls_loss + λ·box_loss``, ``cls_loss``, ``box_loss``,
@@ -248,9 +280,8 @@ def fast_rcnn_loss(class_logits, box_deltas, labels, targets, box_weight=1.0, oh
     per_roi = ops.where(valid, ce + box_weight * loc, 0.0)
     weight = ops.cast(valid, "float32")
     if ohem_batch:
-        hardness = ops.where(valid, ops.stop_gradient(per_roi), -1.0)
-        rank = ops.argsort(ops.argsort(-hardness, axis=1), axis=1)
-        weight = weight * ops.cast(rank < int(ohem_batch), "float32")
+        hardness = ops.where(valid, per_roi, -1.0)
+        weight = weight * ohem_selection(hardness, rois, ohem_batch, ohem_nms_iou)
     count = ops.maximum(ops.sum(weight), 1.0)
     cls_loss = ops.sum(ce * weight) / count
     box_loss = ops.sum(loc * weight) / count
