@@ -39,7 +39,7 @@ __all__ = ["proposal_settings", "compute_proposals", "split_proposals", "proposa
 METHODS = ("selective_search",)
 #: from this many images on, ``compute_proposals`` searches in one process per CPU core
 PARALLEL_MIN_IMAGES = 64
-_DEFAULTS = {"method": "selective_search", "max_proposals": 300, "scales": [50, 100],
+_DEFAULTS = {"method": "selective_search", "max_proposals": 800, "scales": [25, 50, 100],
              "colour_spaces": ["hsv", "lab"],
              "similarity_sets": [["colour", "texture", "size", "fill"],
                                  ["texture", "size", "fill"]],
