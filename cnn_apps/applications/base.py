@@ -46,6 +46,12 @@ class Task(ABC):
                       loss=self.loss(config), metrics=self.metrics(config),
                       jit_compile=bool(config.get("jit_compile", False)))
 
+    def resolve_config(self, config: dict) -> dict:
+        """Fill the task's config values that depend on other values (e.g. detection's
+        ``epochs: null`` = the chosen model's own schedule); ``train`` calls it first and
+        saves the result as the run's ``config.yaml``. The default returns ``config``."""
+        return config
+
     def prepare_loading(self, info: dict) -> None:
         """Make the Keras classes of a saved model of this task importable before it is
         deserialized (``info`` = the run's ``model_info.json``); e.g. detection imports the

@@ -133,6 +133,7 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
                                            get_strategy, is_chief, is_multi_worker)
 
     task = get_task(task) if isinstance(task, str) else task
+    config = task.resolve_config(config)
     parameter_server = config.get("strategy") == "parameter_server"
     if parameter_server:  # fail fast, before anything is built or written
         check_parameter_server_cluster(config.get("cluster_resolver") or "tf_config",

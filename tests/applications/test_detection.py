@@ -461,6 +461,21 @@ def test_bad_detection_config_is_refused(shapes_root):
         TASK.data(tiny_detection_config(shapes_root, data={"dataset": "imagenet"}))
 
 
+def test_epochs_null_takes_the_models_own_schedule():
+    from cnn_apps.config import load_config
+
+    packaged = load_config("detection")
+    assert packaged["epochs"] is None  # each model's section carries its schedule
+    for model in ("ssd", "yolo", "yolo_v3", "faster_rcnn", "fast_rcnn", "sppnet", "rcnn"):
+        config = load_config("detection", overrides=[f"model={model}"])
+        assert TASK.resolve_config(config)["epochs"] == config[model]["epochs"] >= 1
+    config = load_config("detection", overrides=["model=yolo", "epochs=3"])
+    assert TASK.resolve_config(config)["epochs"] == 3  # an explicit count wins
+    with pytest.raises(ConfigError, match="yolo.epochs must be an epoch count"):
+        TASK.resolve_config(load_config("detection", overrides=["model=yolo",
+                                                                "yolo.epochs=null"]))
+
+
 # -- training, evaluation, serving ------------------------------------------------------------
 @pytest.mark.parametrize("model_name", ["ssd", "yolo", "yolo_v3"])
 def test_training_steps_decrease_loss(shapes_root, model_name):

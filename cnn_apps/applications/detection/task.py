@@ -1,8 +1,9 @@
-"""The detection ``Task``: one-stage detectors (SSD, YOLO) on the shapes / COCO / VOC data,
+"""The detection ``Task``: SSD, YOLO v1 / v3 and the R-CNN family on the shapes / COCO / VOC data,
 COCO AP through pycocotools, structured predictions and TF OD API style serving
 (survey S0 §5.2).
 
-``cnn-apps train detection model=ssd`` (or ``model=yolo``, ``backbone=<any registered>``).
+``cnn-apps train detection model=ssd`` (or ``model=yolo|yolo_v3|faster_rcnn|fast_rcnn|sppnet|
+rcnn``, ``backbone=<any registered>``).
 The split called ``test`` by the training core is the dataset's ``val`` split (the shapes
 dataset, COCO and VOC ship train/val only).
 """
@@ -37,7 +38,8 @@ class DetectionData(NamedTuple):
 
 class DetectionTask(Task):
     name = "detection"
-    description = "one-stage detectors (SSD, YOLO v1, YOLOv3) on any backbone; COCO AP"
+    description = ("SSD, YOLO v1/v3, Faster/Fast R-CNN, SPP-net and R-CNN on any backbone; "
+                   "COCO AP")
     monitor = ("val_loss", "min")
 
     def __init__(self):
@@ -97,6 +99,21 @@ class DetectionTask(Task):
         return ds.map(lambda x, y: (x, {"raw": y}))
 
     # -- model ------------------------------------------------------------------------------
+    def resolve_config(self, config):
+        """``epochs: null`` (the default) → the chosen model's own ``<model>.epochs``: the
+        detectors converge at different speeds (YOLO v1's single responsible cell per object
+        learns slower than SSD's many matched default boxes)."""
+        if config.get("epochs") is not None:
+            return config
+        from cnn_apps.errors import ConfigError
+
+        model = config.get("model", "ssd")
+        epochs = (config.get(model) or {}).get("epochs")
+        if epochs is None or int(epochs) < 1:
+            raise ConfigError(f"epochs is null, so {model}.epochs must be an epoch count >= 1; "
+                              f"got {epochs!r}. Set epochs=N or {model}.epochs=N.")
+        return {**config, "epochs": int(epochs)}
+
     def detector(self, config):
         return get_detector(config.get("model", "ssd"))
 
