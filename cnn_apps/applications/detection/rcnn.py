@@ -12,7 +12,7 @@ Stages (``cnn-apps train detection model=rcnn``):
    ``positive_fraction`` = 25% foreground, the paper's 32 of 128), warps each region with
    ``context_fraction`` of context around it (the paper's 16 pixels at 227: dilate the box so
    the context is that fraction of the warped side) to ``warp_size`` × ``warp_size`` (the paper
-   227; default 64 for CPU) by bilinear sampling (``RoIAlign2D`` with one sample per output
+   227; default 48 for CPU) by bilinear sampling (``RoIAlign2D`` with one sample per output
    pixel), runs the CNN (any registered backbone → its last map → global average pooling →
    ``fc_units`` ReLU → dropout = the region feature) and minimizes softmax cross-entropy over
    C + 1 classes.
@@ -56,7 +56,7 @@ from cnn_apps.ops import box_area
 __all__ = ["RCNN", "ProposalSVMModel", "settings", "build_model", "info", "finalize_svm_stage",
            "DETECTOR"]
 
-_DEFAULTS = {"warp_size": 64, "context_fraction": 0.07, "level": None, "fc_units": 256,
+_DEFAULTS = {"warp_size": 48, "context_fraction": 0.07, "level": None, "fc_units": 256,
              "dropout": 0.5, "use_svm": True, "svm_proposals_per_image": 100,
              "svm_images": None}
 
