@@ -30,8 +30,10 @@ def default_run(model_name, shapes_root, runs_root):
 
 
 #: the issue's AP50 targets, for the detectors whose default run reaches them
-AP50_TARGETS = {"ssd": 0.90, "yolo_v3": 0.90, "faster_rcnn": 0.90, "fast_rcnn": 0.80,
-                "sppnet": 0.80}
+#: (the default runs of yolo, sppnet and rcnn reach theirs too, measured by hand: 0.90, 0.80,
+#: 0.93, bench/RESULTS.md; their 23, 17 and 17 minutes of training next to another run do not
+#: fit the suite's 60-minute budget on 2 cores besides these four)
+AP50_TARGETS = {"ssd": 0.90, "yolo_v3": 0.90, "faster_rcnn": 0.90, "fast_rcnn": 0.80}
 
 
 @pytest.mark.parametrize("model_name", sorted(AP50_TARGETS))
