@@ -30,10 +30,10 @@ def default_run(model_name, shapes_root, runs_root):
 
 
 #: the issue's AP50 targets, for the detectors whose default run reaches them
-#: (the default runs of yolo, sppnet and rcnn reach theirs too, measured by hand: 0.90, 0.80,
-#: 0.93, bench/RESULTS.md; their 23, 17 and 17 minutes of training next to another run do not
-#: fit the suite's 60-minute budget on 2 cores besides these four)
-AP50_TARGETS = {"ssd": 0.90, "yolo_v3": 0.90, "faster_rcnn": 0.90, "fast_rcnn": 0.80}
+#: (the default runs of fast_rcnn, yolo, sppnet and rcnn reach theirs too: 0.86, 0.90, 0.80,
+#: 0.93, bench/RESULTS.md; with fast_rcnn's 19 minutes the suite took 63.5 min on 2 cores,
+#: over its 60-minute budget, so these four wait for cheaper training)
+AP50_TARGETS = {"ssd": 0.90, "yolo_v3": 0.90, "faster_rcnn": 0.90}
 
 
 @pytest.mark.parametrize("model_name", sorted(AP50_TARGETS))
