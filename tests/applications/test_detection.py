@@ -474,6 +474,9 @@ def test_epochs_null_takes_the_models_own_schedule():
     with pytest.raises(ConfigError, match="yolo.epochs must be an epoch count"):
         TASK.resolve_config(load_config("detection", overrides=["model=yolo",
                                                                 "yolo.epochs=null"]))
+    with pytest.raises(ConfigError, match="rcnn.epochs must be an epoch count"):
+        TASK.resolve_config(load_config("detection", overrides=["model=rcnn",
+                                                                "rcnn.epochs=many"]))
 
 
 # -- training, evaluation, serving ------------------------------------------------------------

@@ -109,7 +109,7 @@ class DetectionTask(Task):
 
         model = config.get("model", "ssd")
         epochs = (config.get(model) or {}).get("epochs")
-        if epochs is None or int(epochs) < 1:
+        if not isinstance(epochs, (int, float)) or isinstance(epochs, bool) or int(epochs) < 1:
             raise ConfigError(f"epochs is null, so {model}.epochs must be an epoch count >= 1; "
                               f"got {epochs!r}. Set epochs=N or {model}.epochs=N.")
         return {**config, "epochs": int(epochs)}
