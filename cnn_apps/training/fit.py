@@ -49,6 +49,10 @@ def set_reproducible(seed: int, deterministic: bool = True) -> None:
     keras.utils.set_random_seed(int(seed))
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:  # the switch is process-wide: an earlier deterministic run in this process set it
+        from tensorflow.python.framework.config import disable_op_determinism
+
+        disable_op_determinism()
 
 
 def set_precision(mode) -> None:
@@ -142,6 +146,12 @@ def train(task, config: dict, runs_root: str | Path = "runs", verbose: int | Non
             raise ConfigError("strategy 'parameter_server' does not support jit_compile=true "
                               "(the variables live on the ps tasks, outside the worker's XLA "
                               "cluster); set jit_compile=false")
+    if config.get("jit_compile") and config.get("deterministic", True):
+        # Keras would only warn and train without XLA: with TF op determinism on, some
+        # gradients (MaxPool's) have no XLA kernel, so Keras turns jit_compile off.
+        raise ConfigError("jit_compile=true needs deterministic=false: TF op determinism has "
+                          "no XLA kernels for some gradients (MaxPool's), and Keras would "
+                          "silently train without XLA")
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op.
     strategy = get_strategy(config.get("strategy", "auto"), tpu=config.get("tpu"),
                             cluster_resolver=config.get("cluster_resolver"))

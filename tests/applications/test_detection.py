@@ -479,6 +479,18 @@ def test_epochs_null_takes_the_models_own_schedule():
                                                                 "rcnn.epochs=many"]))
 
 
+@pytest.mark.parametrize("model", ["fast_rcnn", "faster_rcnn", "sppnet", "rcnn"])
+def test_jit_compile_for_a_two_stage_detector_is_a_config_error(model):
+    from cnn_apps.config import load_config
+
+    config = load_config("detection", overrides=[f"model={model}", "jit_compile=true",
+                                                 "deterministic=false"])
+    with pytest.raises(ConfigError, match=f"model={model} does not support jit_compile=true"):
+        TASK.resolve_config(config)
+    for one_stage in ("ssd", "yolo", "yolo_v3"):  # their compile honours it
+        TASK.resolve_config({**config, "model": one_stage})
+
+
 # -- training, evaluation, serving ------------------------------------------------------------
 @pytest.mark.parametrize("model_name", ["ssd", "yolo", "yolo_v3"])
 def test_training_steps_decrease_loss(shapes_root, model_name):

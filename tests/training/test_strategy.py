@@ -96,6 +96,37 @@ def test_batch_plan_rejects_bad_values(args, message):
         batch_plan(*args)
 
 
+def test_jit_compile_needs_deterministic_false_and_then_really_compiles(tmp_path):
+    """Keras silently drops XLA while TF op determinism is on; train() refuses the pair
+    instead, and with deterministic=false the train step really is XLA-compiled."""
+    from tests.conftest import tiny_classification_config
+    from cnn_apps.training import train
+
+    with pytest.raises(ConfigError, match="jit_compile=true needs deterministic=false"):
+        train("classification", tiny_classification_config("jit_det", jit_compile=True),
+              runs_root=tmp_path, verbose=0, export=False)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+    tf.config.experimental.enable_op_determinism()  # as an earlier run in this process would
+    seen = {}
+
+    class Inspect(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            seen["jit"] = self.model.jit_compile  # Keras resets it to False when unsupported
+
+    config = tiny_classification_config(
+        "jit", jit_compile=True, deterministic=False, epochs=1, backbone="lenet5",
+        backbone_args={}, data={"image_size": [32, 32], "channels": 1, "test_fraction": 0.8})
+    try:
+        result = train("classification", config, runs_root=tmp_path, verbose=0, export=False,
+                       extra_callbacks=[Inspect()])
+    finally:
+        tf.config.experimental.enable_op_determinism()
+    assert seen["jit"] is True
+    assert np.isfinite(np.loadtxt(result.run_dir / "history.csv", delimiter=",",
+                                  skiprows=1)).all()
+
+
 def test_mixed_bfloat16_trains_a_few_steps_on_cpu(tmp_path):
     """A few steps of the real training loop under ``mixed_bfloat16``: finite, decreasing
     loss, bfloat16 compute, float32 variables; and train() applies the linear LR rule."""

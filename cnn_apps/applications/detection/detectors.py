@@ -39,6 +39,9 @@ class Detector:
     #: the model takes ``{"images", "proposals"}`` (external region proposals, e.g.
     #: selective search) instead of images alone.
     needs_proposals: bool = False
+    #: ``jit_compile=true`` is honoured (the two-stage detectors' custom train steps run
+    #: without XLA; asking for it is a ConfigError, not a silent fallback).
+    supports_jit: bool = True
 
     def build_model(self, config, num_classes, backbone=None):
         """``images`` (N, S, S, 3) raw pixels → ``{"raw": tensor}``; ``backbone`` overrides

@@ -171,4 +171,4 @@ def _no_keras_loss(config, info):
 DETECTOR = Detector("fast_rcnn", "Fast R-CNN: RoI pooling on shared features, softmax + box "
                     "regression end to end, optional OHEM",
                     build_model, info, _no_keras_loss, two_stage.postprocess,
-                    _compile=compile_model, needs_proposals=True)
+                    _compile=compile_model, needs_proposals=True, supports_jit=False)

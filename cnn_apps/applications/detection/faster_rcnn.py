@@ -358,4 +358,4 @@ def _no_keras_loss(config, info):
 
 DETECTOR = Detector("faster_rcnn", "Faster R-CNN: RPN + RoIAlign box head (FPN), joint training",
                     build_model, info, _no_keras_loss, two_stage.postprocess,
-                    _compile=compile_model)
+                    _compile=compile_model, supports_jit=False)

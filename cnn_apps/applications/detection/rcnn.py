@@ -336,4 +336,5 @@ def finalize(model, config, task, run_dir):
 DETECTOR = Detector("rcnn", "R-CNN: selective search, warped regions, CNN features, "
                     "per-class linear SVMs + box regression (multi-stage)",
                     build_model, info, no_keras_loss, two_stage.postprocess,
-                    _compile=compile_model, _finalize=finalize, needs_proposals=True)
+                    _compile=compile_model, _finalize=finalize, needs_proposals=True,
+                    supports_jit=False)

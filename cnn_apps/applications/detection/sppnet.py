@@ -177,4 +177,5 @@ DETECTOR = Detector("sppnet", "SPP-net: conv features once per image, spatial py
                     "per proposal, fc layers, per-class SVMs + box regression",
                     build_model, functools.partial(rcnn.info, name="sppnet"),
                     rcnn.no_keras_loss, two_stage.postprocess,
-                    _compile=rcnn.compile_model, _finalize=finalize, needs_proposals=True)
+                    _compile=rcnn.compile_model, _finalize=finalize, needs_proposals=True,
+                    supports_jit=False)

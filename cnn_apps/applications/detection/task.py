@@ -102,12 +102,16 @@ class DetectionTask(Task):
     def resolve_config(self, config):
         """``epochs: null`` (the default) → the chosen model's own ``<model>.epochs``: the
         detectors converge at different speeds (YOLO v1's single responsible cell per object
-        learns slower than SSD's many matched default boxes)."""
-        if config.get("epochs") is not None:
-            return config
+        learns slower than SSD's many matched default boxes). ``jit_compile=true`` for a
+        detector that trains without XLA is a ConfigError."""
         from cnn_apps.errors import ConfigError
 
         model = config.get("model", "ssd")
+        if config.get("jit_compile") and not self.detector(config).supports_jit:
+            raise ConfigError(f"model={model} does not support jit_compile=true (its "
+                              "two-stage train step runs without XLA); set jit_compile=false")
+        if config.get("epochs") is not None:
+            return config
         epochs = (config.get(model) or {}).get("epochs")
         if not isinstance(epochs, (int, float)) or isinstance(epochs, bool) or int(epochs) < 1:
             raise ConfigError(f"epochs is null, so {model}.epochs must be an epoch count >= 1; "
