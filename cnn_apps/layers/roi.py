@@ -268,7 +268,7 @@ class RoIAlign2D(_RoIBase):
         if not self.aligned:
             extent = ops.maximum(extent, 1.0)
         k = ops.arange(bins * s, dtype="float32")
-        pos = begin[:, None] + (k[None, :] + 0.5) * extent[:, None] / (bins * s)
+        pos = begin[..., None] + (k + 0.5) * extent[..., None] / (bins * s)
         valid = ops.logical_and(pos >= -1.0, pos <= size_f)
         pos = ops.maximum(pos, 0.0)
         low = ops.minimum(ops.floor(pos), size_f - 1.0)
@@ -280,13 +280,42 @@ class RoIAlign2D(_RoIBase):
 
     def call(self, inputs):
         features, rois, batch_index, shape, num_rois = self._prepare(inputs)
-        return self._finish(self.pool_flat(features, rois, batch_index), shape, num_rois)
+        return self._finish(self._pool_gather(features, rois, batch_index), shape, num_rois)
 
-    def pool_flat(self, features, rois, batch_index):
+    def _axis_matrix(self, start, end, size, bins):
+        """(..., bins, size) interpolation matrix of one axis: row i is the mean of the
+        bilinear taps of bin i's s sample points."""
+        s = self.sampling_ratio
+        low, high, w_lo, w_hi = self._sample_axis(start, end, size, bins)  # (..., bins·s)
+        taps = (ops.one_hot(low, size, dtype="float32") * w_lo[..., None]
+                + ops.one_hot(high, size, dtype="float32") * w_hi[..., None])
+        taps = ops.reshape(taps, (*ops.shape(taps)[:-2], bins, s, size))
+        return ops.mean(taps, axis=-2)
+
+    def pool_dense(self, features, rois):
+        """RoIAlign as two batched matmuls: ``features`` (B, H, W, C), ``rois`` (B, R, 4)
+        → (B, R, ph, pw, C), equal to ``call``. The s×s mean of products of y and x tap
+        weights is the product of the per-axis means, so ``out[r] = Wy[r] · F · Wx[r]ᵀ``
+        per channel with (ph, H) and (pw, W) interpolation matrices. Faster than the
+        gathers of ``call`` when many rois share a small, deep map (FPN levels); ``call``
+        suits large maps with few channels (R-CNN's image warps)."""
+        features = ops.cast(features, self.compute_dtype)
+        rois = ops.cast(rois, "float32")
+        batch, height, width, channels = ops.shape(features)
+        count = ops.shape(rois)[1]
+        ph, pw = self.pool_size
+        wy = self._axis_matrix(rois[..., 0], rois[..., 2], height, ph)  # (B, R, ph, H)
+        wx = self._axis_matrix(rois[..., 1], rois[..., 3], width, pw)  # (B, R, pw, W)
+        wy, wx = ops.cast(wy, features.dtype), ops.cast(wx, features.dtype)
+        rows = ops.matmul(ops.reshape(wy, (batch, count * ph, height)),
+                          ops.reshape(features, (batch, height, width * channels)))
+        rows = ops.reshape(rows, (batch, count, ph, width, channels))
+        return ops.matmul(wx[:, :, None], rows)  # (B, R, 1, pw, W) @ (B, R, ph, W, C)
+
+    def _pool_gather(self, features, rois, batch_index):
         """RoIAlign of a flat list of rois: ``features`` (B, H, W, C), ``rois`` (N, 4)
-        normalized yxyx, ``batch_index`` (N,) int32 image of each roi → (N, ph, pw, C).
-        Lets a caller pool each roi on one of several maps (FPN levels) without aligning
-        every roi on every map."""
+        normalized yxyx, ``batch_index`` (N,) int32 image of each roi → (N, ph, pw, C), by
+        four bilinear-tap gathers per sample point."""
         features = ops.cast(features, self.compute_dtype)
         rois = ops.cast(rois, "float32")
         shape = ops.shape(features)

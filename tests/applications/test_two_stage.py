@@ -278,7 +278,7 @@ def _fit_decreases(model, x, y, epochs=8):
 
 
 def test_faster_rcnn_pools_each_roi_on_its_fpn_level_only(shapes_root):
-    """The routed pooling (gather per level, scatter back) equals RoIAlign of every RoI on
+    """The FPN pooling (dense RoIAlign on every level, masked) equals RoIAlign of every RoI on
     the level chosen by the FPN rule k = clip(floor(k0 + log2(sqrt(hw) / s0)), P3, P4),
     computed here per RoI with the plain layer call; gradients reach every level."""
     config = faster_config(shapes_root, image_size=64)

@@ -183,6 +183,39 @@ def test_roi_align_matches_bilinear_loop(aligned):
     np.testing.assert_allclose(got, roi_align_loop(fmap, rois, 2, 3, 2, aligned), atol=2e-5)
 
 
+@pytest.mark.parametrize("aligned", [True, False])
+def test_roi_align_dense_matmul_path_matches_the_loop(aligned):
+    """``pool_dense`` (separable interpolation matrices, two matmuls) = the numpy loop."""
+    rng = np.random.default_rng(5)
+    fmap = rng.normal(size=(2, 6, 8, 3)).astype(np.float32)
+    rois = random_rois(rng, 2, 6)  # includes samples beyond the map edge
+    rois[1, 2] = [0.0, 0.0, 1.0, 1.0]
+    layer = RoIAlign2D((2, 3), sampling_ratio=2, aligned=aligned)
+    dense = keras.ops.convert_to_numpy(layer.pool_dense(fmap, rois)).astype(np.float64)
+    np.testing.assert_allclose(dense, roi_align_loop(fmap, rois, 2, 3, 2, aligned), atol=2e-5)
+
+
+@pytest.mark.tf_only
+def test_roi_align_dense_and_gather_paths_have_the_same_gradients():
+    """W.r.t. the map and the roi corners (through the bilinear weights)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(6)
+    fmap = tf.constant(rng.normal(size=(2, 9, 7, 4)), tf.float32)
+    rois = tf.constant(random_rois(rng, 2, 8))
+    layer = RoIAlign2D((3, 2), sampling_ratio=2)
+    results = []
+    for pool in (lambda f, r: layer([f, r]), layer.pool_dense):
+        with tf.GradientTape() as tape:
+            tape.watch([fmap, rois])
+            out = pool(fmap, rois)
+            loss = tf.reduce_sum(out * tf.cos(out))
+        results.append([out.numpy()] + [g.numpy() for g in tape.gradient(loss, [fmap, rois])])
+    for dense, gather in zip(results[1], results[0]):
+        np.testing.assert_allclose(dense, gather, rtol=1e-4, atol=1e-5)
+    assert np.abs(results[1][2]).max() > 0  # the corners do get a gradient
+
+
 @pytest.mark.tf_only
 def test_roi_align_equals_crop_and_resize_with_documented_mapping():
     import tensorflow as tf

@@ -26,7 +26,7 @@ Box head: ``two_stage.sample_roi_targets`` (training only; gt boxes appended), R
 (``cnn_apps.layers.RoIAlign2D``) with the FPN level rule of Lin et al.: a RoI of side
 ``s = √(hw)`` (fraction of the image) is pooled from level
 ``clip(⌊k0 + log2(s / roi_canonical_scale)⌋, first, last)`` with k0 = ``roi_canonical_level``
-(RoIAlign runs on every level and each RoI keeps its own level's result), then
+(each RoI keeps its own level's RoIAlign result), then
 ``two_stage.build_box_head`` and ``two_stage.fast_rcnn_loss`` (optionally OHEM). Total loss
 = L_rpn + L_fast_rcnn.
 
@@ -243,32 +243,24 @@ class FasterRCNN(two_stage.TwoStageModel):
     # -- pieces -----------------------------------------------------------------------------
     def pool(self, features, rois):
         """RoIAlign of each RoI on its FPN level (module doc) → (B, R, ph, pw, channels).
-        Each level aligns only the RoIs routed to it (gathered, then scattered back)."""
-        import tensorflow as tf
-
+        Every level aligns all RoIs with ``RoIAlign2D.pool_dense`` (two matmuls over the
+        small level maps, cheaper than per-RoI gathers) and each RoI keeps its own level's
+        result."""
         s = self.settings
         levels = s["levels"]
         if len(levels) == 1:
-            return self.roi_align([features[levels[0]], rois])
+            return self.roi_align.pool_dense(features[levels[0]], rois)
         side = ops.sqrt(ops.maximum((rois[..., 2] - rois[..., 0]) * (rois[..., 3] - rois[..., 1]),
                                     1e-12))
         k0 = _level_number(s["roi_canonical_level"])
         target = ops.floor(k0 + ops.log2(side / s["roi_canonical_scale"]))
         target = ops.clip(target, min(self.level_numbers), max(self.level_numbers))
-        batch, count = tf.shape(rois)[0], tf.shape(rois)[1]
-        flat_rois, flat_target = tf.reshape(rois, (-1, 4)), tf.reshape(target, (-1,))
-        batch_index = tf.repeat(tf.range(batch), count)
-        ph, pw = self.roi_align.pool_size
-        channels = int(features[levels[0]].shape[-1])
-        pooled = None
+        pooled = 0.0
         for lvl, number in zip(levels, self.level_numbers):
-            index = tf.cast(tf.where(tf.equal(flat_target, float(number)))[:, 0], tf.int32)
-            here = self.roi_align.pool_flat(features[lvl], tf.gather(flat_rois, index),
-                                            tf.gather(batch_index, index))
-            part = tf.scatter_nd(index[:, None], here,
-                                 tf.stack([batch * count, ph, pw, channels]))
-            pooled = part if pooled is None else pooled + part
-        return tf.reshape(pooled, (batch, count, ph, pw, channels))
+            here = ops.cast(ops.equal(target, float(number)), features[lvl].dtype)
+            pooled = pooled + (self.roi_align.pool_dense(features[lvl], rois)
+                               * here[:, :, None, None, None])
+        return pooled
 
     def proposals(self, features, training):
         s = self.settings
