@@ -10,6 +10,36 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "2")
 import pytest  # noqa: E402
 
 
+@pytest.hookimpl(trylast=True)  # after -m / -k deselection
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, start the long tests (marked ``cost(seconds)``) first, spread over
+    the workers by expected time (longest first onto the least-loaded worker).
+
+    ``--dist worksteal`` hands worker k the k-th contiguous share of the collection and later
+    steals from the tail of a queue, so a long test placed at the head of a share runs at
+    once on that worker, while the short ones behind it balance the finish. Without this, a
+    module of long tests lands in one share and runs serially."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    heavy = sorted((item for item in items if item.get_closest_marker("cost")),
+                   key=lambda item: -float(item.get_closest_marker("cost").args[0]))
+    if workers < 2 or not heavy:
+        return
+    light = [item for item in items if not item.get_closest_marker("cost")]
+    shares, loads = [[] for _ in range(workers)], [0.0] * workers
+    for item in heavy:
+        k = loads.index(min(loads))
+        shares[k].append(item)
+        loads[k] += float(item.get_closest_marker("cost").args[0])
+    order, remaining = [], len(items)
+    for k, share in enumerate(shares):  # worksteal's first split: remaining // workers left
+        size = remaining // (workers - k)
+        fill = max(size - len(share), 0) if k < workers - 1 else len(light)
+        order += share + light[:fill]
+        light = light[fill:]
+        remaining -= len(share) + fill
+    items[:] = order
+
+
 def tiny_classification_config(name="tiny", **overrides):
     """A fast classification config: a narrow ResNet-18 (width 16) + softmax head on digits."""
     from cnn_apps.config import load_config
