@@ -145,7 +145,7 @@ def test_runs_are_reproducible_on_cpu(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.cost(380)
+@pytest.mark.cost(345)
 def test_default_config_reaches_97_percent_on_digits(tmp_path):
     """Quality bar of the foundation issue: `cnn-apps train classification` defaults."""
     from cnn_apps.config import load_config

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-@pytest.mark.cost(450)
+@pytest.mark.cost(520)
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax",
                     reason="this is the launcher; it does not re-launch itself under JAX")
 def test_layers_and_losses_pass_on_jax_backend():
