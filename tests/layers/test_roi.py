@@ -173,26 +173,19 @@ def test_roi_pooling_dynamic_spatial_size():
         np.testing.assert_allclose(got, roi_pool_loop(fmap, rois, 2, 2), atol=0)
 
 
+@pytest.mark.parametrize("path", ["call", "pool_dense"])
 @pytest.mark.parametrize("aligned", [True, False])
-def test_roi_align_matches_bilinear_loop(aligned):
+def test_roi_align_matches_bilinear_loop(aligned, path):
+    """Both paths: the layer call (per-sample gathers) and ``pool_dense`` (separable
+    interpolation matrices, two matmuls)."""
     rng = np.random.default_rng(3)
     fmap = rng.normal(size=(2, 6, 8, 3)).astype(np.float32)
     rois = random_rois(rng, 2, 6)  # includes samples beyond the map edge
     rois[0, 0] = [0.0, 0.0, 1.0, 1.0]
-    got = run(RoIAlign2D((2, 3), sampling_ratio=2, aligned=aligned), fmap, rois)
-    np.testing.assert_allclose(got, roi_align_loop(fmap, rois, 2, 3, 2, aligned), atol=2e-5)
-
-
-@pytest.mark.parametrize("aligned", [True, False])
-def test_roi_align_dense_matmul_path_matches_the_loop(aligned):
-    """``pool_dense`` (separable interpolation matrices, two matmuls) = the numpy loop."""
-    rng = np.random.default_rng(5)
-    fmap = rng.normal(size=(2, 6, 8, 3)).astype(np.float32)
-    rois = random_rois(rng, 2, 6)  # includes samples beyond the map edge
-    rois[1, 2] = [0.0, 0.0, 1.0, 1.0]
     layer = RoIAlign2D((2, 3), sampling_ratio=2, aligned=aligned)
-    dense = keras.ops.convert_to_numpy(layer.pool_dense(fmap, rois)).astype(np.float64)
-    np.testing.assert_allclose(dense, roi_align_loop(fmap, rois, 2, 3, 2, aligned), atol=2e-5)
+    got = (run(layer, fmap, rois) if path == "call" else
+           keras.ops.convert_to_numpy(layer.pool_dense(fmap, rois)).astype(np.float64))
+    np.testing.assert_allclose(got, roi_align_loop(fmap, rois, 2, 3, 2, aligned), atol=2e-5)
 
 
 @pytest.mark.tf_only
