@@ -201,41 +201,43 @@ def match_anchors(gt_boxes, anchors, positive_iou=0.5, negative_iou=0.4,
     ``negative_iou == positive_iou == 0.5``; the Faster R-CNN RPN uses 0.7 / 0.3.
 
     Args:
-        gt_boxes: (N, 4) ground-truth boxes (N may be 0: every anchor is then −1).
+        gt_boxes: (..., N, 4) ground-truth boxes (N may be 0: every anchor is then −1); leading
+            axes are a batch of images matched independently (one op, no per-image loop).
         anchors: (A, 4) anchors in the same units.
-        gt_valid: optional (N,) bool; False rows (padding) are never matched.
+        gt_valid: optional (..., N) bool; False rows (padding) are never matched.
 
     Returns:
-        (A,) int32 matched gt index, −1 negative or −2 ignore.
+        (..., A) int32 matched gt index, −1 negative or −2 ignore.
     """
     if not negative_iou <= positive_iou:
         raise ValueError(f"`negative_iou` ({negative_iou}) must be <= `positive_iou` "
                          f"({positive_iou}).")
     gt = _as_boxes(gt_boxes, "gt_boxes")
     anchors = ops.cast(_as_boxes(anchors, "anchors"), gt.dtype)
-    if len(ops.shape(gt)) != 2 or len(ops.shape(anchors)) != 2:
-        raise ValueError("`gt_boxes` and `anchors` must be rank-2 (N, 4) and (A, 4); got "
+    if len(ops.shape(gt)) < 2 or len(ops.shape(anchors)) != 2:
+        raise ValueError("`gt_boxes` must be (..., N, 4) and `anchors` (A, 4); got "
                          f"{tuple(ops.shape(gt))} and {tuple(ops.shape(anchors))}.")
-    iou = box_iou(gt, anchors)  # (N, A)
+    iou = box_iou(gt, anchors)  # (..., N, A)
     if gt_valid is not None:
-        iou = ops.where(ops.convert_to_tensor(gt_valid, "bool")[:, None], iou, -1.0)
-    # An always-present dummy row of −1 keeps max/argmax defined when N == 0.
-    dummy = ops.zeros_like(anchors[None, :, 0]) - 1.0
-    padded = ops.concatenate([ops.cast(iou, dummy.dtype), dummy], axis=0)
-    best_iou = ops.max(padded, axis=0)
-    best_gt = ops.cast(ops.argmax(padded, axis=0), "int32")
+        iou = ops.where(ops.convert_to_tensor(gt_valid, "bool")[..., :, None], iou, -1.0)
+    # An always-present dummy row of −1 keeps max/argmax defined when N == 0 (the sum over
+    # an empty axis still has the (..., 1, A) shape the row needs).
+    dummy = ops.zeros_like(ops.sum(iou, axis=-2, keepdims=True)) - 1.0
+    padded = ops.concatenate([iou, dummy], axis=-2)
+    best_iou = ops.max(padded, axis=-2)
+    best_gt = ops.cast(ops.argmax(padded, axis=-2), "int32")
     minus_one = ops.full_like(best_gt, -1)
     matched = ops.where(best_iou >= positive_iou, best_gt,
                         ops.where(best_iou < negative_iou, minus_one, minus_one - 1))
     if force_best_anchor:
-        best_anchor = ops.argmax(padded[:-1], axis=1)  # (N,)
+        best_anchor = ops.argmax(padded[..., :-1, :], axis=-1)  # (..., N)
         claims = ops.logical_and(
-            ops.expand_dims(best_anchor, 1) == ops.expand_dims(
-                ops.arange(ops.shape(anchors)[0], dtype=best_anchor.dtype), 0),
-            ops.expand_dims(ops.max(padded[:-1], axis=1, initial=-1.0) > 0, 1))
-        claims = ops.concatenate([claims, ops.zeros_like(dummy, "bool")], axis=0)
-        claimed = ops.any(claims, axis=0)
-        claimer = ops.cast(ops.argmax(ops.cast(claims, "int32"), axis=0), "int32")
+            ops.expand_dims(best_anchor, -1) == ops.arange(ops.shape(anchors)[0],
+                                                           dtype=best_anchor.dtype),
+            ops.expand_dims(ops.max(padded[..., :-1, :], axis=-1, initial=-1.0) > 0, -1))
+        claims = ops.concatenate([claims, ops.zeros_like(dummy, "bool")], axis=-2)
+        claimed = ops.any(claims, axis=-2)
+        claimer = ops.cast(ops.argmax(ops.cast(claims, "int32"), axis=-2), "int32")
         matched = ops.where(claimed, claimer, matched)
     return matched
 

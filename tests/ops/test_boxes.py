@@ -138,6 +138,17 @@ def test_match_anchors_matches_loop(force):
     assert set(np.unique(got)) <= set(range(-2, 5))
 
 
+def test_match_anchors_batch_equals_each_image_alone():
+    rng = np.random.default_rng(7)
+    anchors = random_boxes(rng, 30, min_side=2.0)
+    gt = np.stack([random_boxes(rng, 4, min_side=2.0) for _ in range(3)])  # (3, 4, 4)
+    valid = np.array([[True] * 4, [True, True, False, False], [False] * 4])
+    got = npy(B.match_anchors(gt, anchors, 0.6, 0.3, gt_valid=valid)).astype(int)
+    assert got.shape == (3, 30)
+    for i in range(3):
+        np.testing.assert_array_equal(got[i], match_loop(gt[i][valid[i]], anchors, 0.6, 0.3, True))
+
+
 def test_match_anchors_best_anchor_guarantee_below_threshold():
     anchors = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 4, 4]], np.float32)
     gt = np.array([[0, 0, 10, 20]], np.float32)  # IoU 0.5 with anchor 0 only

@@ -10,7 +10,7 @@ from cnn_apps.applications.detection.data import (augment_example, crop_example,
                                                   load_detection_records,
                                                   make_detection_dataset, records_to_arrays)
 from cnn_apps.applications.detection.detectors import DETECTORS, Detector, get_detector
-from cnn_apps.applications.detection.ssd import SSDMultiboxLoss, match_batch
+from cnn_apps.applications.detection.ssd import SSDMultiboxLoss
 from cnn_apps.applications.detection.task import DetectionTask
 from cnn_apps.applications.detection.yolo import YoloV1Loss
 from cnn_apps.applications.detection.yolo_v3 import YoloV3Loss
@@ -20,5 +20,5 @@ TASK = DetectionTask()
 __all__ = ["TASK", "DETECTORS", "Detector", "DetectionTask", "SSDMultiboxLoss", "YoloV1Loss",
            "YoloV3Loss",
            "augment_example", "crop_example", "flip_example", "get_detector",
-           "load_detection_records", "make_detection_dataset", "match_batch",
+           "load_detection_records", "make_detection_dataset",
            "records_to_arrays"]

@@ -136,12 +136,8 @@ def rpn_losses(rpn_logits, rpn_deltas, gt, anchors, s, seed=None):
     anchors = tf.convert_to_tensor(anchors, tf.float32)
     gt_boxes, gt_valid = gt[..., :4], gt[..., 4] >= 0
 
-    def match(args):
-        boxes, valid = args
-        return match_anchors(boxes, anchors, s["rpn_positive_iou"], s["rpn_negative_iou"],
-                             force_best_anchor=True, gt_valid=valid)
-
-    matched = tf.map_fn(match, (gt_boxes, gt_valid), fn_output_signature=tf.int32)  # (B, A)
+    matched = match_anchors(gt_boxes, anchors, s["rpn_positive_iou"], s["rpn_negative_iou"],
+                            force_best_anchor=True, gt_valid=gt_valid)  # (B, A)
     positive, negative = matched >= 0, matched == -1
     uniform = keras.random.uniform(tf.shape(matched), seed=seed)
     keys = two_stage.sampling_keys(positive, negative, uniform, s["rpn_batch"],

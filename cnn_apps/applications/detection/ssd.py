@@ -37,7 +37,7 @@ from keras import ops
 
 from cnn_apps.applications.detection.common import (backbone_features, conv_bn_relu,
                                                     nms_outputs, pick_level, smooth_l1)
-from cnn_apps.ops import box_iou, decode_boxes, encode_boxes, ssd_default_boxes
+from cnn_apps.ops import decode_boxes, encode_boxes, match_anchors, ssd_default_boxes
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 
@@ -115,29 +115,6 @@ def anchors_from_info(det_info):
                              det_info["aspect_ratios"])
 
 
-def match_batch(gt_boxes, gt_valid, anchors, match_iou=0.5):
-    """Batched SSD matching: ``(N, M, 4)`` gt + ``(N, M)`` validity vs ``(A, 4)`` anchors →
-    ``(N, A)`` int32 matched gt index or −1.
-
-    Same rule as ``cnn_apps.ops.match_anchors`` with one threshold: best-IoU gt when IoU >=
-    ``match_iou``; each valid gt with positive best IoU claims its best anchor (first on ties;
-    the lowest gt index wins a contested anchor).
-    """
-    iou = box_iou(gt_boxes, ops.convert_to_tensor(anchors))  # (N, M, A)
-    iou = ops.where(gt_valid[:, :, None], iou, -1.0)
-    num_anchors = ops.shape(iou)[2]
-    best_iou = ops.max(iou, axis=1)
-    best_gt = ops.cast(ops.argmax(iou, axis=1), "int32")
-    matched = ops.where(best_iou >= match_iou, best_gt, -ops.ones_like(best_gt))
-    best_anchor = ops.argmax(iou, axis=2)  # (N, M)
-    claims = ops.logical_and(
-        ops.one_hot(best_anchor, num_anchors) > 0,
-        ops.logical_and(gt_valid, ops.max(iou, axis=2) > 0)[:, :, None])  # (N, M, A)
-    claimed = ops.any(claims, axis=1)
-    claimer = ops.cast(ops.argmax(ops.cast(claims, "int32"), axis=1), "int32")
-    return ops.where(claimed, claimer, matched)
-
-
 @keras.saving.register_keras_serializable(package="cnn_apps")
 class SSDMultiboxLoss(keras.losses.Loss):
     """SSD multibox loss (module doc) for ``y_true`` = padded gt (N, M, 5) and ``y_pred`` = raw
@@ -174,7 +151,8 @@ class SSDMultiboxLoss(keras.losses.Loss):
         gt_boxes, gt_class = y_true[..., :4], y_true[..., 4]
         valid = gt_class >= 0
         anchors = ops.convert_to_tensor(self.anchors)
-        matched = match_batch(gt_boxes, valid, anchors, self.match_iou)  # (N, A)
+        matched = match_anchors(gt_boxes, anchors, self.match_iou, self.match_iou,
+                                gt_valid=valid)  # (N, A)
         positive = matched >= 0
         index = ops.maximum(matched, 0)
         target_boxes = ops.take_along_axis(gt_boxes, index[..., None], axis=1)  # (N, A, 4)
