@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 
 from cnn_apps.applications.detection import TASK
-from cnn_apps.applications.detection.svm_stage import (fit_class_svms, fit_ridge,
-                                                       hinge_objective, svm_settings,
-                                                       train_linear_svm)
+from cnn_apps.applications.detection.svm_stage import (box_iou_np, fit_class_svms, fit_ridge,
+                                                       hinge_objective, same_image_overlaps,
+                                                       svm_settings, train_linear_svm)
 from tests.applications.test_detection import shapes_root, tiny_detection_config  # noqa: F401
 
 pytestmark = pytest.mark.tf_only
@@ -121,6 +121,32 @@ def np_roi_spp(fmap, roi, bins):
                 c1 = min(max(x0 + int(np.ceil((j + 1) * w / b)), 0), width)
                 out.append(fmap[r0:r1, c0:c1].max(axis=(0, 1)))
     return np.concatenate(out)
+
+
+def test_same_image_overlaps_equal_the_masked_full_matrix():
+    """Image by image equals the (P, G) IoU matrix with other images' pairs zeroed."""
+    rng = np.random.default_rng(3)
+
+    def boxes(n):
+        corner = rng.uniform(0, 0.7, (n, 2))
+        return np.concatenate([corner, corner + rng.uniform(0.05, 0.3, (n, 2))], axis=1)
+
+    proposals, gt_boxes = boxes(120), boxes(14)
+    image_index = rng.integers(0, 6, 120)           # image 5 has proposals but no ground truth
+    gt_image_index = np.sort(rng.integers(0, 5, 14))[::-1]  # unsorted input is fine
+    gt_classes = rng.integers(0, 3, 14)
+    max_iou, best, best_iou = same_image_overlaps(proposals, image_index, gt_boxes, gt_classes,
+                                                  gt_image_index, 4)
+    iou = box_iou_np(proposals, gt_boxes)
+    iou[image_index[:, None] != gt_image_index[None, :]] = 0.0
+    for cls in range(4):  # class 3 has no ground truth: 0 everywhere
+        cols = gt_classes == cls
+        expected = iou[:, cols].max(axis=1) if cols.any() else np.zeros(len(proposals))
+        np.testing.assert_allclose(max_iou[:, cls], expected)
+    np.testing.assert_allclose(best_iou, iou.max(axis=1))
+    hit = best_iou > 0
+    np.testing.assert_array_equal(best[hit], iou.argmax(axis=1)[hit])
+    assert (best[image_index == 5] == -1).all()
 
 
 def test_spp_on_regions_of_varied_sizes_matches_numpy():

@@ -245,8 +245,8 @@ def finalize_svm_stage(model, config, task, run_dir, section_name):
     training split, write them into ``cls_score`` / ``bbox_pred``, set ``score_mode="svm"``
     and save the model over ``run_dir / "best.keras"`` atomically. Also writes
     ``svm_stage.json`` (counts and the feature scale)."""
-    from cnn_apps.applications.detection.svm_stage import (box_iou_np, fit_box_regressors,
-                                                          fit_class_svms)
+    from cnn_apps.applications.detection.svm_stage import (fit_box_regressors, fit_class_svms,
+                                                          same_image_overlaps)
     from cnn_apps.utils.io import atomic_path, atomic_write_json
 
     s = model.settings
@@ -273,13 +273,7 @@ def finalize_svm_stage(model, config, task, run_dir, section_name):
     prop_boxes = top[prop_valid]
     prop_image = np.nonzero(prop_valid)[0]
     c = model.num_classes
-    iou = box_iou_np(prop_boxes, gt_boxes)
-    iou[prop_image[:, None] != gt_image[None, :]] = 0.0
-    max_iou = np.zeros((len(prop_boxes), c))
-    for cls in range(c):
-        cols = gt_classes == cls
-        if cols.any():
-            max_iou[:, cls] = iou[:, cols].max(axis=1)
+    max_iou = same_image_overlaps(prop_boxes, prop_image, gt_boxes, gt_classes, gt_image, c)[0]
     norms = np.linalg.norm(np.concatenate([gt_features, prop_features]), axis=1)
     scale = s["feature_norm"] / max(float(norms.mean()), 1e-8)
     weights, biases = fit_class_svms(gt_features * scale, gt_classes, prop_features * scale,

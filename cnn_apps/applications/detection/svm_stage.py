@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["train_linear_svm", "hinge_objective", "fit_ridge", "box_iou_np",
-           "fit_class_svms", "fit_box_regressors", "svm_settings"]
+           "same_image_overlaps", "fit_class_svms", "fit_box_regressors", "svm_settings"]
 
 
 def svm_settings(section: dict | None) -> dict:
@@ -147,6 +147,38 @@ def box_iou_np(a, b):
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
+def same_image_overlaps(proposals, image_index, gt_boxes, gt_classes, gt_image_index,
+                        num_classes):
+    """Each proposal's overlap with the ground truth of its own image, image by image.
+
+    Returns ``(max_iou (P, num_classes), best (P,), best_iou (P,))``: the best IoU with a
+    ground truth of each class (0 where the image has none), and the index into ``gt_boxes``
+    of the best-overlapping ground truth of any class with that IoU (−1 and 0 for an image
+    without ground truth; the first on ties). Memory stays at one image's proposals × its
+    boxes: a (P, G) matrix over the whole training split (100k proposals × 2.5k boxes on
+    ``shapes``) would need gigabytes per float64 temporary.
+    """
+    proposals, gt_boxes = np.asarray(proposals), np.asarray(gt_boxes)
+    image_index, gt_image_index = np.asarray(image_index), np.asarray(gt_image_index)
+    gt_classes = np.asarray(gt_classes, int)
+    max_iou = np.zeros((len(proposals), num_classes))
+    best, best_iou = np.full(len(proposals), -1), np.zeros(len(proposals))
+    p_order = np.argsort(image_index, kind="stable")
+    g_order = np.argsort(gt_image_index, kind="stable")
+    p_sorted, g_sorted = image_index[p_order], gt_image_index[g_order]
+    for image in np.unique(gt_image_index):
+        ps = p_order[np.searchsorted(p_sorted, image):np.searchsorted(p_sorted, image, "right")]
+        gs = g_order[np.searchsorted(g_sorted, image):np.searchsorted(g_sorted, image, "right")]
+        if len(ps) == 0:
+            continue
+        iou = box_iou_np(proposals[ps], gt_boxes[gs])  # (p, g) of this image
+        k = iou.argmax(axis=1)
+        best[ps], best_iou[ps] = gs[k], iou[np.arange(len(ps)), k]
+        for cls in np.unique(gt_classes[gs]):
+            max_iou[ps, cls] = iou[:, gt_classes[gs] == cls].max(axis=1)
+    return max_iou, best, best_iou
+
+
 def fit_class_svms(gt_features, gt_classes, features, max_iou, num_classes, settings,
                    seed=0, log=None):
     """One SVM per class with hard negative mining.
@@ -209,10 +241,8 @@ def fit_box_regressors(features, proposals, gt_boxes, gt_classes, image_index, g
 
     d = features.shape[1]
     weights, biases = np.zeros((d, 4 * num_classes)), np.zeros(4 * num_classes)
-    iou = box_iou_np(proposals, gt_boxes)
-    iou[image_index[:, None] != gt_image_index[None, :]] = 0.0
-    best = iou.argmax(axis=1) if iou.shape[1] else np.zeros(len(proposals), int)
-    best_iou = iou.max(axis=1) if iou.shape[1] else np.zeros(len(proposals))
+    _, best, best_iou = same_image_overlaps(proposals, image_index, gt_boxes, gt_classes,
+                                            gt_image_index, num_classes)
     for cls in range(num_classes):
         chosen = np.flatnonzero((best_iou >= settings["regression_iou"])
                                 & (gt_classes[best] == cls if len(gt_classes) else False))
