@@ -2,14 +2,15 @@
 (Shrivastava et al. 2016; T-DET-10), on external region proposals.
 
 The model takes ``{"images": (B, S, S, 3) raw pixels, "proposals": (B, R, 4)}`` with the
-proposals normalized ``(ymin, xmin, ymax, xmax)`` (selective search, all-zero rows =
-padding). The backbone runs once per image; ``level`` is the shared feature map, optionally
-reduced to ``feature_channels`` by a 1×1 conv + ReLU. The default P3 (stride 8) gives objects
-of 7-64 px in 128 px images 1-8 cells, the scale VGG16's conv5 (stride 16) gives objects in
-the paper's 600 px images; on ``shapes`` P4 reached AP50 0.64 and P3 0.79 (selective search with
-300 boxes), 0.86 with 800 boxes, 0.89 with 64 instead of 128 reduced channels. Each RoI is max-pooled to ``roi_pool_size`` by ``cnn_apps.layers.RoIPooling2D`` (the
-paper's RoI pooling layer) and fed to the shared box head (``two_stage.build_box_head``): fc
-layers, C + 1 softmax logits and 4C class-specific deltas.
+proposals normalized ``(ymin, xmin, ymax, xmax)`` (selective search, all-zero rows = padding).
+The backbone runs once per image; ``level`` is the shared feature map, optionally reduced to
+``feature_channels`` by a 1×1 conv + ReLU. The default P3 (stride 8) gives objects of 7-64 px
+in 128 px images 1-8 cells, the scale VGG16's conv5 (stride 16) gives objects in the paper's
+600 px images; on ``shapes`` P4 reached AP50 0.64 and P3 0.79 (selective search with 300
+boxes), 0.86 with 800 boxes, 0.89 with 64 instead of 128 reduced channels. Each RoI is
+max-pooled to ``roi_pool_size`` by ``cnn_apps.layers.RoIPooling2D`` (the paper's RoI pooling
+layer) and fed to the shared box head (``two_stage.build_box_head``): fc layers, C + 1 softmax
+logits and 4C class-specific deltas.
 
 Training (end to end, one stage): ``two_stage.sample_roi_targets`` draws ``batch_rois`` RoIs
 per image (ground truth appended, ``positive_fraction`` foreground at IoU >= ``fg_iou``,
