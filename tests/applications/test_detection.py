@@ -341,6 +341,32 @@ def test_ssd_multibox_loss_matches_numpy_reference():
     np.testing.assert_allclose(float(loss(gt, raw)), got.mean(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_first_claims_gives_each_slot_its_first_valid_claim(seed):
+    """``first_claims`` against a dict loop (``setdefault``: the first valid claim of a slot
+    wins), on random claims crowded into few slots so that most slots are contested."""
+    from cnn_apps.applications.detection.common import first_claims
+
+    rng = np.random.default_rng(seed)
+    n, k, slots, d = 3, 12, 7, 5
+    index = rng.integers(0, slots, (n, k)).astype(np.int32)
+    ok = rng.random((n, k)) < 0.7
+    rows = rng.normal(0, 1.0, (n, k, d)).astype(np.float32)
+    assigned, target = (keras.ops.convert_to_numpy(t)
+                        for t in first_claims(index, ok, rows, slots))
+    want_assigned, want_target = np.zeros((n, slots)), np.zeros((n, slots, d), np.float32)
+    for i in range(n):
+        owner = {}
+        for j in range(k):
+            if ok[i, j]:
+                owner.setdefault(int(index[i, j]), j)
+        for slot, j in owner.items():
+            want_assigned[i, slot] = 1.0
+            want_target[i, slot] = rows[i, j]
+    np.testing.assert_array_equal(assigned, want_assigned)
+    np.testing.assert_array_equal(target, want_target)  # copied rows, no arithmetic
+
+
 @pytest.mark.parametrize("rescore", [True, False])
 def test_yolo_v1_loss_matches_numpy_reference(rescore):
     s, b, c = 3, 2, 3
@@ -452,6 +478,42 @@ def test_other_backbone_builds_and_runs(shapes_root, model_name, rows):
     info = TASK.model_info(config)
     out = get_detector(model_name).postprocess(tf.constant(raw), info)
     assert out["detection_boxes"].shape == (1, 100, 4)
+
+
+def test_backbone_ends_at_the_deepest_level_a_detector_reads(tmp_path):
+    """``backbone_features(levels=...)`` keeps the full network's initialization and weight
+    files but drops the stages past the deepest level read: the P3 map equals the full
+    backbone's, and the P4/P5 stages' weights are gone (so training does not run them)."""
+    from cnn_apps import backbones
+    from cnn_apps.applications.detection.common import backbone_features
+
+    config = {"backbone": "resnet18", "backbone_args": {"width": 8}}
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    keras.utils.set_random_seed(3)
+    inputs, full = backbone_features(config, (64, 64, 3))
+    full = keras.Model(inputs, full)
+    keras.utils.set_random_seed(3)
+    inputs, cut = backbone_features(config, (64, 64, 3), levels=["P3"])
+    cut = keras.Model(inputs, cut)
+    assert sorted(full.output) == ["P2", "P3", "P4", "P5"] and list(cut.output) == ["P3"]
+    np.testing.assert_array_equal(cut(images)["P3"], full(images)["P3"])
+    assert cut.count_params() < full.count_params() / 4
+    names = {layer.name for layer in cut.get_layer("backbone").layers}
+    assert not any(name.startswith(("stage3", "stage4")) for name in names)
+    # a weights file of the whole backbone still loads, then the cut keeps its P3 part
+    weights = tmp_path / "backbone.weights.h5"
+    donor = backbones.create("resnet18", input_shape=(64, 64, 3), features_only=True, width=8)
+    donor.save_weights(weights)
+    _, loaded = backbone_features({**config, "weights": str(weights)}, (64, 64, 3),
+                                  levels=lambda names: names[1:2])
+    assert list(loaded) == ["P3"]
+    inputs, same = backbone_features({**config, "weights": str(weights)}, (64, 64, 3),
+                                     levels=["P3"])
+    same = keras.Model(inputs, same)
+    want = donor(same.get_layer("preprocess")(images))["P3"]
+    np.testing.assert_allclose(same(images)["P3"], want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ConfigError, match="no feature level 'P7'"):
+        backbone_features(config, (64, 64, 3), levels=["P3", "P7"])
 
 
 def test_bad_detection_config_is_refused(shapes_root):

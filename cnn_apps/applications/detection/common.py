@@ -16,6 +16,7 @@ through class-aware ``tf.image.combined_non_max_suppression`` (``cnn_apps.ops.ba
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from cnn_apps import backbones
 from cnn_apps.backbones.preprocessing import ImagePreprocessing
@@ -24,9 +25,16 @@ from cnn_apps.errors import ConfigError
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
 
-def backbone_features(config, input_shape):
+def backbone_features(config, input_shape, levels=None):
     """``(inputs, {"P2": ..., ...})``: raw-pixel input → preprocessing → the backbone's
-    pyramid levels (``backbones.create(..., features_only=True)``, nested as ``backbone``)."""
+    pyramid levels (``backbones.create(..., features_only=True)``, nested as ``backbone``).
+
+    ``levels``: the level names the detector reads (or a function of the backbone's sorted
+    level names returning them); the nested backbone then ends at the deepest of them, so a
+    detector on P3 does not run the P4/P5 stages (in training their BatchNorm updates
+    would keep them in the graph). The whole backbone is built first and its weights file
+    loaded, so initialization and weight files are those of the full network. None keeps
+    every level."""
     name = config["backbone"]
     spec = backbones.get_spec(name)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
@@ -37,11 +45,17 @@ def backbone_features(config, input_shape):
                            **backbone_arguments(config))
     if weights not in (None, "imagenet"):
         backbones.load_weights_file(net, weights)
-    net.name = "backbone"
-    features = net(x)
-    if not isinstance(features, dict) or not features:
+    available = net.output
+    if not isinstance(available, dict) or not available:
         raise ConfigError(f"backbone '{name}' exposes no pyramid levels for detection")
-    return inputs, features
+    if levels is not None:
+        keep = levels(sorted(available)) if callable(levels) else list(levels)
+        for level in keep:
+            pick_level(available, level, name)
+        if set(keep) != set(available):
+            net = keras.Model(net.input, {level: available[level] for level in sorted(keep)})
+    net.name = "backbone"
+    return inputs, net(x)
 
 
 def backbone_arguments(config):
@@ -107,14 +121,43 @@ def postprocess_config(config):
     return values
 
 
+def first_claims(slots, claim_ok, rows, num_slots):
+    """Scatter claims into prediction slots, the first claim of a slot winning it.
+
+    ``slots`` (N, K) int slot index of each claim (any value in ``[0, num_slots)`` where
+    ``claim_ok`` is False), ``claim_ok`` (N, K) bool, ``rows`` (N, K, D) finite targets.
+    Returns ``(assigned (N, num_slots) in {0, 1}, target (N, num_slots, D))``: slot ``a`` of
+    image ``n`` gets the row of the smallest ``k`` with ``claim_ok[n, k]`` and
+    ``slots[n, k] == a``; unclaimed slots get 0 rows. The YOLO losses' rule for a grid cell
+    or anchor claimed by two objects.
+
+    Costs O(N·K² + N·K·D): the claims are compared with each other, never expanded to
+    one-hot (N, K, num_slots) (YOLOv3: K = 200 claims × 4032 predictors per image).
+    """
+    slots = ops.cast(slots, "int32")
+    count = ops.shape(slots)[1]
+    earlier = ops.arange(count)[None, :] < ops.arange(count)[:, None]  # [k, j]: j < k
+    taken = (ops.expand_dims(slots, 2) == ops.expand_dims(slots, 1)) & \
+        ops.expand_dims(claim_ok, 1) & earlier  # claim j < k already holds k's slot
+    first = ops.cast(claim_ok & ~ops.any(taken, axis=2), "float32")  # (N, K)
+    batch = ops.broadcast_to(ops.arange(ops.shape(slots)[0], dtype="int32")[:, None],
+                             ops.shape(slots))
+    index = ops.stack([batch, slots], axis=-1)  # (N, K, 2)
+    n = ops.shape(slots)[0]
+    # every slot receives at most one nonzero value, so the scatter's sums are exact
+    assigned = ops.scatter(index, first, (n, num_slots))
+    target = ops.scatter(index, ops.cast(rows, "float32") * first[..., None],
+                         (n, num_slots, ops.shape(rows)[-1]))
+    return assigned, target
+
+
 def smooth_l1(x):
     """Huber with δ = 1 (Fast R-CNN's smooth L1): 0.5x² if |x| < 1 else |x| − 0.5."""
-    ax = keras.ops.abs(x)
-    return keras.ops.where(ax < 1.0, 0.5 * x * x, ax - 0.5)
+    ax = ops.abs(x)
+    return ops.where(ax < 1.0, 0.5 * x * x, ax - 0.5)
 
 
 def bce_with_logits(logits, target):
     """Binary cross-entropy of ``sigmoid(logits)`` against ``target``, elementwise, in the
     overflow-free form ``max(x, 0) − x·t + log(1 + e^−|x|)``."""
-    ops = keras.ops
     return ops.maximum(logits, 0.0) - logits * target + ops.log1p(ops.exp(-ops.abs(logits)))

@@ -58,7 +58,7 @@ def section_settings(config):
 def build_feature_net(config, s):
     """images → the shared conv feature map (B, H, W, channels)."""
     size = int(config["image_size"])
-    inputs, features = backbone_features(config, (size, size, 3))
+    inputs, features = backbone_features(config, (size, size, 3), levels=[s["level"]])
     fmap = pick_level(features, s["level"], config["backbone"])
     if s["feature_channels"]:
         fmap = keras.layers.Conv2D(s["feature_channels"], 1, activation="relu",

@@ -162,7 +162,7 @@ def rpn_losses(rpn_logits, rpn_deltas, gt, anchors, s, seed=None):
 def build_feature_net(config, s):
     """images → ``{level: map, ..., "rpn_logits": (B, A), "rpn_deltas": (B, A, 4)}``."""
     size = int(config["image_size"])
-    inputs, features = backbone_features(config, (size, size, 3))
+    inputs, features = backbone_features(config, (size, size, 3), levels=s["levels"])
     maps = {lvl: pick_level(features, lvl, config["backbone"]) for lvl in s["levels"]}
     if len(maps) > 1:
         maps = FeaturePyramid(s["fpn_channels"], name="fpn")(maps)

@@ -192,9 +192,9 @@ class RCNN(ProposalSVMModel):
         self.warp = RoIAlign2D(pool_size=warp, sampling_ratio=1, name="warp")
         inputs, features = backbone_features(
             {"backbone": self.backbone_name, "backbone_args": self.backbone_args,
-             "weights": backbone_weights}, (warp, warp, 3))
-        level = s["level"] or sorted(features)[-1]
-        x = pick_level(features, level, self.backbone_name)
+             "weights": backbone_weights}, (warp, warp, 3),
+            levels=lambda names: [s["level"] or names[-1]])  # default: the deepest
+        x = next(iter(features.values()))
         x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
         x = keras.layers.Dense(s["fc_units"], activation="relu", name="fc")(x)
         x = keras.layers.Dropout(float(s["dropout"]), name="fc_dropout")(x)

@@ -65,7 +65,8 @@ def build_model(config, num_classes):
     """Raw-pixel images → ``{"raw": (N, A, 4 + num_classes + 1)}``."""
     settings = ssd_settings(config)
     size = int(config["image_size"])
-    inputs, features = backbone_features(config, (size, size, 3))
+    inputs, features = backbone_features(config, (size, size, 3),
+                                         levels=settings["feature_levels"])
     maps = [pick_level(features, level, config["backbone"])
             for level in settings["feature_levels"]]
     x = maps[-1]

@@ -36,7 +36,7 @@ import keras
 from keras import ops
 
 from cnn_apps.applications.detection.common import (backbone_features, conv_bn_relu,
-                                                    nms_outputs, pick_level)
+                                                    first_claims, nms_outputs, pick_level)
 from cnn_apps.ops import box_iou
 
 
@@ -58,10 +58,15 @@ def build_model(config, num_classes):
     if s["boxes_per_cell"] < 1:
         raise ValueError(f"yolo.boxes_per_cell must be >= 1; got {s['boxes_per_cell']}.")
     size = int(config["image_size"])
-    inputs, features = backbone_features(config, (size, size, 3))
+
+    def grid_and_context(names):  # the grid level, and the next coarser one when fused
+        coarser = [k for k in names if k > s["level"]][:1] if s["fuse_coarser"] else []
+        return [s["level"], *coarser]
+
+    inputs, features = backbone_features(config, (size, size, 3), levels=grid_and_context)
     x = pick_level(features, s["level"], config["backbone"])
     coarser = sorted(k for k in features if k > s["level"])
-    if s["fuse_coarser"] and coarser:
+    if coarser:
         # context from the next coarser map (upsampled to the grid), FPN style
         up = features[coarser[0]]
         factor = int(x.shape[1]) // int(up.shape[1])
@@ -129,13 +134,10 @@ class YoloV1Loss(keras.losses.Loss):
         cy, cx = (gt[..., 0] + gt[..., 2]) / 2, (gt[..., 1] + gt[..., 3]) / 2
         row = ops.clip(ops.cast(ops.floor(cy * s), "int32"), 0, s - 1)
         col = ops.clip(ops.cast(ops.floor(cx * s), "int32"), 0, s - 1)
-        onehot = ops.one_hot(row * s + col, s * s) * ops.cast(valid, "float32")[..., None]
-        # the first gt of a cell owns it: keep a 1 only where the running count reaches 1
-        owner = onehot * ops.cast(ops.cumsum(onehot, axis=1) == 1.0, "float32")  # (N, M, S²)
-        obj_cell = ops.sum(owner, axis=1)  # (N, S²) in {0, 1}
-        target = ops.einsum("nmc,nmk->nck", owner, ops.concatenate([
+        # the first gt of a cell owns it
+        obj_cell, target = first_claims(row * s + col, valid, ops.concatenate([
             gt, ops.one_hot(ops.cast(ops.maximum(cls, 0), "int32"), self.num_classes)],
-            axis=-1))
+            axis=-1), s * s)  # (N, S²) in {0, 1}, (N, S², 4 + C)
         target = ops.reshape(target, (n, s, s, 4 + self.num_classes))
         obj_cell = ops.reshape(obj_cell, (n, s, s))
         t_box = target[..., :4]

@@ -43,7 +43,8 @@ import numpy as np
 from keras import ops
 
 from cnn_apps.applications.detection.common import (backbone_features, bce_with_logits,
-                                                    conv_bn_relu, nms_outputs, pick_level)
+                                                    conv_bn_relu, first_claims, nms_outputs,
+                                                    pick_level)
 from cnn_apps.ops import box_iou
 
 #: default anchors (height, width) as fractions of the image, 3 per scale, fine to coarse:
@@ -80,7 +81,7 @@ def build_model(config, num_classes):
     if len(s["levels"]) != 3:
         raise ValueError(f"yolo_v3.levels must name 3 backbone levels; got {s['levels']}.")
     size = int(config["image_size"])
-    inputs, features = backbone_features(config, (size, size, 3))
+    inputs, features = backbone_features(config, (size, size, 3), levels=s["levels"])
     maps = [pick_level(features, level, config["backbone"]) for level in s["levels"]]
     width, depth = s["head_channels"], 5 + num_classes
     x = conv_bn_relu(maps[2], width, 1, 1, "v3_lateral2")
@@ -203,11 +204,7 @@ class YoloV3Loss(keras.losses.Loss):
         row = ops.clip(ops.cast(ops.floor(claim_cy * gf), "int32"), 0, g - 1)
         col = ops.clip(ops.cast(ops.floor(claim_cx * gf), "int32"), 0, g - 1)
         index = ops.take(offsets, scale) + (row * g + col) * 3 + k
-        num_rows = self.table.shape[0]
-        onehot = ops.one_hot(index, num_rows) * ops.cast(claim_ok, "float32")[..., None]
-        owner = onehot * ops.cast(ops.cumsum(onehot, axis=1) == 1.0, "float32")  # (N, K, A)
-        assigned = ops.sum(owner, axis=1)  # (N, A)
-        target = ops.einsum("nka,nkd->nad", owner, claim_rows)
+        assigned, target = first_claims(index, claim_ok, claim_rows, self.table.shape[0])
         t_box, t_cls = target[..., :4], target[..., 4:]
         t_h, t_w = t_box[..., 2] - t_box[..., 0], t_box[..., 3] - t_box[..., 1]
         t_cy, t_cx = (t_box[..., 0] + t_box[..., 2]) / 2, (t_box[..., 1] + t_box[..., 3]) / 2
