@@ -100,7 +100,11 @@ class RoIPooling2D(_RoIBase):
     Speed: with a static map size every bin is answered by a range-maximum query on a 2-D
     sparse table of the map (max over 2^a × 2^b windows; a bin of L rows is covered exactly
     by two windows of 2^⌊log2 L⌋ rows, likewise columns): 4 gathered cells per bin, about 9×
-    faster than a masked pass per roi for 1024 rois on a 16×16 map. With an unknown map size
+    faster than a masked pass per roi for 1024 rois on a 16×16 map. The table also records
+    where each maximum lies, and the bins are read from the map at those cells, so the
+    gradient is one scatter into the map (SPP-net's train step on ``shapes``: 285 → 174 ms;
+    back-propagating through the table levels cost more than the rest of the step). With an
+    unknown map size
     rois are processed one at a time (``keras.ops.map``), each with a masked max over its
     image's (pw, H, W, C) slab. Both give the same values and gradients.
     No gradient flows to the roi coordinates (they are rounded). Deterministic; no weights.
@@ -128,35 +132,49 @@ class RoIPooling2D(_RoIBase):
         return ops.logical_and(cells >= lo[..., None], cells < hi[..., None])
 
     @staticmethod
-    def _range_table(x, axis, levels):
+    def _range_table(values, where, axis, levels):
         """``levels`` maps along ``axis``: level j holds the max of the 2^j cells starting at
-        each position (cells past the end count as −inf)."""
-        tables = [x]
-        size = int(x.shape[axis])
+        each position (cells past the end count as −inf) in ``values`` and, in ``where``,
+        the map position of that max (the first of equal maxima)."""
+        tables, positions = [values], [where]
+        size = int(values.shape[axis])
         for j in range(1, levels):
-            prev, step = tables[-1], 2 ** (j - 1)
+            prev, prev_at, step = tables[-1], positions[-1], 2 ** (j - 1)
             if step >= size:
                 tables.append(prev)
+                positions.append(prev_at)
                 continue
             pad = [[0, 0]] * len(prev.shape)
             pad[axis] = [0, step]
-            shifted = ops.pad(ops.take(prev, ops.arange(step, size), axis=axis), pad,
+            later = ops.arange(step, size)
+            shifted = ops.pad(ops.take(prev, later, axis=axis), pad,
                               constant_values=float("-inf"))
-            tables.append(ops.maximum(prev, shifted))
-        return ops.stack(tables, axis=0)
+            shifted_at = ops.pad(ops.take(prev_at, later, axis=axis), pad)
+            first = prev >= shifted
+            tables.append(ops.where(first, prev, shifted))
+            positions.append(ops.where(first, prev_at, shifted_at))
+        return ops.stack(tables, axis=0), ops.stack(positions, axis=0)
 
     def _pool_sparse_table(self, features, row_masks, col_masks, batch_index):
         """Exact bin maxima from a 2-D sparse table (range-maximum query): a bin's row range
         [lo, hi) of length L is covered by the two windows of 2^⌊log2 L⌋ rows starting at lo
         and at hi − 2^⌊log2 L⌋ (likewise columns), so every bin is the max of 4 table cells,
-        whatever its size: O(N·ph·pw·C) gathers instead of a masked pass over the map per roi."""
+        whatever its size: O(N·ph·pw·C) gathers instead of a masked pass over the map per roi.
+
+        The table is built without gradient and also records where each maximum lies; the
+        output is then gathered from the map at those cells, so the backward pass is one
+        scatter of N·ph·pw·C values into the map (max pooling's gradient: to the arg max),
+        not a pass back through every table level."""
         height, width = int(features.shape[1]), int(features.shape[2])
         channels = ops.shape(features)[3]
         levels_y = max(1, int(np.floor(np.log2(height))) + 1)
         levels_x = max(1, int(np.floor(np.log2(width))) + 1)
-        table = self._range_table(features, 1, levels_y)              # (Ly, B, H, W, C)
-        table = self._range_table(table, 3, levels_x)                 # (Lx, Ly, B, H, W, C)
+        cells = ops.reshape(ops.arange(height * width, dtype="int32"), (1, height, width, 1))
+        where = ops.broadcast_to(cells, ops.shape(features))
+        table, where = self._range_table(ops.stop_gradient(features), where, 1, levels_y)
+        table, where = self._range_table(table, where, 3, levels_x)   # (Lx, Ly, B, H, W, C)
         flat = ops.reshape(table, (-1, channels))
+        flat_where = ops.reshape(where, (-1, channels))
         batch = ops.shape(features)[0]
 
         def ranges(masks):
@@ -174,13 +192,27 @@ class RoIPooling2D(_RoIBase):
         x_lo, x_len, x_lvl, x_win = ranges(col_masks)   # (N, pw)
         y_starts = ops.stack([y_lo, ops.maximum(y_lo + y_len - y_win, y_lo)], axis=-1)
         x_starts = ops.stack([x_lo, ops.maximum(x_lo + x_len - x_win, x_lo)], axis=-1)
-        b = ops.cast(batch_index, "int32")[:, None, None, None, None]
+        image = ops.cast(batch_index, "int32")
+        b = image[:, None, None, None, None]
         index = ((((x_lvl[:, None, :, None, None] * levels_y + y_lvl[:, :, None, None, None])
                    * batch + b) * height + y_starts[:, :, None, :, None]) * width
                  + x_starts[:, None, :, None, :])                      # (N, ph, pw, 2, 2)
-        corners = ops.take(flat, ops.reshape(index, (-1, 4)), axis=0)  # (N·ph·pw, 4, C)
-        best = ops.max(corners, axis=1)
+        index = ops.reshape(index, (-1, 4))
+        best, cell = None, None
+        for k in range(4):  # running max over the 4 corners; the first wins a tie
+            value = ops.take(flat, index[:, k], axis=0)               # (N·ph·pw, C)
+            at = ops.take(flat_where, index[:, k], axis=0)
+            if best is None:
+                best, cell = value, at
+            else:
+                later = value > best
+                best, cell = ops.where(later, value, best), ops.where(later, at, cell)
         ph, pw = self.pool_size
+        image = ops.reshape(ops.broadcast_to(image[:, None], (ops.shape(image)[0], ph * pw)),
+                            (-1, 1))
+        source = (image * (height * width) + cell) * channels + ops.arange(channels,
+                                                                           dtype="int32")
+        best = ops.take(ops.reshape(features, (-1,)), source, axis=0)  # (N·ph·pw, C)
         best = ops.reshape(best, (-1, ph, pw, channels))
         filled = ops.logical_and(y_len[:, :, None] > 0, x_len[:, None, :] > 0)
         return ops.where(filled[..., None], best, ops.zeros_like(best))
