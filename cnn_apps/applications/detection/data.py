@@ -140,6 +140,7 @@ def crop_example(image, gt, window, min_visible=0.5):
     size = tf.shape(image)[:2]
     crop = tf.image.crop_and_resize(tf.cast(image, tf.float32)[None], window[None], [0], size,
                                     extrapolation_value=_PAD_VALUE)[0]
+    crop.set_shape(image.shape)  # same size as the input (static where that is known)
     return crop, crop_boxes(gt, window, min_visible)
 
 
@@ -206,13 +207,13 @@ def augment_example(image, gt, seed, augment: dict, proposals=None):
 
     image = tf.cast(image, tf.float32)
     extra = None if proposals is None else proposals_as_rows(proposals)
+    # each random choice draws from its own seed offset, and tf.cond computes only the branch
+    # taken (tf.where would transform every image twice)
     if augment.get("horizontal_flip"):
         flip = tf.random.stateless_uniform([], seed) < 0.5
-        flipped_image, flipped_gt = flip_example(image, gt)
-        image = tf.where(flip, flipped_image, image)
-        gt = tf.where(flip, flipped_gt, gt)
+        image, gt = tf.cond(flip, lambda: flip_example(image, gt), lambda: (image, gt))
         if extra is not None:
-            extra = tf.where(flip, flip_example(image[:1, :1], extra)[1], extra)
+            extra = tf.cond(flip, lambda: flip_example(image[:1, :1], extra)[1], lambda: extra)
     lo, hi = (float(v) for v in augment.get("scale_range") or (1.0, 1.0))
     if lo <= 0 or hi < lo:
         raise ConfigError(f"augment.scale_range must be [min, max] with 0 < min <= max; got "
@@ -221,12 +222,11 @@ def augment_example(image, gt, seed, augment: dict, proposals=None):
     if probability > 0 and (lo, hi) != (1.0, 1.0):
         window = random_crop_window(seed + 2, lo, hi)
         min_visible = float(augment.get("min_visible", 0.5))
-        cropped_image, cropped_gt = crop_example(image, gt, window, min_visible)
         use = tf.random.stateless_uniform([], seed + 4) < probability
-        image = tf.where(use, cropped_image, image)
-        gt = tf.where(use, cropped_gt, gt)
+        image, gt = tf.cond(use, lambda: crop_example(image, gt, window, min_visible),
+                            lambda: (image, gt))
         if extra is not None:
-            extra = tf.where(use, crop_boxes(extra, window, min_visible), extra)
+            extra = tf.cond(use, lambda: crop_boxes(extra, window, min_visible), lambda: extra)
     brightness = float(augment.get("brightness", 0.0))
     if brightness:
         image = image + tf.random.stateless_uniform([], seed + 5, -brightness,
