@@ -59,7 +59,7 @@ AP50_TARGETS = {"ssd": 0.90, "yolo": 0.90, "yolo_v3": 0.90, "faster_rcnn": 0.90,
 #: seconds each run took inside the full suite (2 cores, beside the other xdist worker); the
 #: first proposal-based run also pays for selective search on the fresh data folder
 SUITE_SECONDS = {"ssd": 700, "yolo": 900, "yolo_v3": 600, "faster_rcnn": 900,
-                 "fast_rcnn": 800, "sppnet": 550, "rcnn": 500}
+                 "fast_rcnn": 670, "sppnet": 550, "rcnn": 500}
 
 
 @pytest.mark.parametrize("model_name", [
